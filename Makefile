@@ -1,0 +1,25 @@
+# Two entry points that do all set-up on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch lies on this machine's disk; install it first so nothing pulls a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q torch
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) cli.py demo --out outputs/demo
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""FlowNAS toolkit command line: `python cli.py <command> --help` (also installed as `flownas`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable:
+    def register(fn: Callable[[argparse.Namespace], int]) -> Callable:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _load(args: argparse.Namespace):
+    """The model named by --weights/--arch (or an untrained RAFT, with a warning)."""
+    from flownas.models import RAFT
+    from flownas.weights import load_model
+
+    if args.weights:
+        return load_model(args.weights, arch=getattr(args, "arch", None), device=args.device)
+    print("warning: no --weights given: using an untrained RAFT (random weights)", file=sys.stderr)
+    import torch
+
+    torch.manual_seed(0)
+    return RAFT().to(args.device).eval()
+
+
+def _frame_pairs(paths: Sequence[str]) -> list[tuple[Path, Path]]:
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        frames = sorted(p for p in Path(paths[0]).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".ppm", ".bmp"})
+        if len(frames) < 2:
+            raise ValueError(f"{paths[0]}: need at least two image frames (.png/.jpg/.ppm/.bmp), found {len(frames)}")
+        return list(zip(frames[:-1], frames[1:]))
+    if len(paths) != 2:
+        raise ValueError(f"give two images or one folder of frames, got {len(paths)} paths")
+    return [(Path(paths[0]), Path(paths[1]))]
+
+
+# --------------------------------------------------------------------------------------------- commands
+@command("infer")
+def cmd_infer(args: argparse.Namespace) -> int:
+    from flownas.data.flow_io import read_image, write_flow
+    from flownas.data.viz import save_flow_image
+    from flownas.inference import estimate_flow
+
+    pairs = _frame_pairs(args.images)
+    model = _load(args)
+    many = len(pairs) > 1
+    for first, second in pairs:
+        image1, image2 = read_image(first), read_image(second)
+        if image1.shape != image2.shape:
+            raise ValueError(f"images differ in size: {first} is {image1.shape[1]}x{image1.shape[0]}, "
+                             f"{second} is {image2.shape[1]}x{image2.shape[0]}")
+        flow = estimate_flow(model, image1, image2, iters=args.iters, device=args.device)
+        out = Path(args.out) / f"{first.stem}.flo" if many else Path(args.out)
+        write_flow(out, flow)
+        viz = (Path(args.viz) / f"{first.stem}.png" if many else Path(args.viz)) if args.viz else None
+        if viz is not None:
+            save_flow_image(viz, flow)
+        print(f"{first.name} -> {second.name}: flow {out}" + (f", picture {viz}" if viz else ""))
+    return 0
+
+
+@command("evaluate")
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from flownas.data.datasets import build_dataset
+    from flownas.evaluate import evaluate
+    from flownas.weights import provenance
+
+    dataset = build_dataset(args.dataset, args.root, split=args.split)
+    model = _load(args)
+    summary, rows = evaluate(model, dataset, iters=args.iters, device=args.device, max_samples=args.max_samples)
+    table = pd.DataFrame(rows)
+    print(f"{args.dataset}: {len(rows)} pairs, {args.iters} iterations")
+    print(pd.DataFrame([summary]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    out = Path(args.out or f"outputs/eval_{args.dataset}.csv")
+    _atomic_write_text(out, table.to_csv(index=False))
+    record = {"dataset": args.dataset, "root": str(args.root), "split": args.split, "iters": args.iters,
+              "weights": args.weights, "arch": args.arch, "summary": summary,
+              **provenance(model, {"model": model.config()})}
+    _atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=2, default=str))
+    print(f"per-pair metrics: {out}; summary and provenance: {out.with_suffix('.json')}")
+    return 0
+
+
+@command("demo")
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flownas.data.flow_io import write_flow
+    from flownas.data.synthetic import make_pair
+    from flownas.data.viz import save_flow_image
+    from flownas.inference import estimate_flow
+    from flownas.metrics import flow_metrics
+
+    out = Path(args.out)
+    pair = make_pair(args.height, args.width, seed=args.seed)
+    model = _load(args)
+    flow = estimate_flow(model, pair["image1"], pair["image2"], iters=args.iters, device=args.device)
+    write_flow(out / "flow.flo", flow)
+    save_flow_image(out / "flow.png", flow)
+    save_flow_image(out / "flow_gt.png", pair["flow"])
+    metrics = flow_metrics(flow, pair["flow"], pair["valid"])
+    print(f"synthetic {args.height}x{args.width} pair (seed {args.seed}): EPE {metrics['epe']:.3f} px")
+    print(f"wrote {out / 'flow.flo'}, {out / 'flow.png'} and the ground truth picture {out / 'flow_gt.png'}")
+    return 0
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------- parser
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", help="checkpoint: RAFT (princeton-vl/torchvision), FlowNAS release or toolkit format")
+    p.add_argument("--arch", help="with a FlowNAS supernet: architecture name (raft-s, raft-k, largest, smallest), id or JSON file")
+    p.add_argument("--iters", type=int, default=12, help="update iterations (default 12)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flownas", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("infer", help="estimate flow for an image pair or a folder of frames")
+    p.add_argument("images", nargs="+", help="IMG1 IMG2, or one folder of frames (consecutive pairs)")
+    p.add_argument("--out", default="flow.flo", help="output .flo/.png/.npy (a folder for frame folders)")
+    p.add_argument("--viz", help="colour-coded flow picture (.png; a folder for frame folders)")
+    _model_args(p)
+
+    p = sub.add_parser("evaluate", help="metrics of a model on a dataset")
+    p.add_argument("--dataset", required=True, help="sintel-clean, sintel-final, kitti, chairs, things-clean, things-final, middlebury, synthetic")
+    p.add_argument("--root", required=True, help="dataset root folder")
+    p.add_argument("--split", help="dataset split (dataset default if omitted)")
+    p.add_argument("--max-samples", type=int, help="evaluate only the first N pairs")
+    p.add_argument("--out", help="per-pair CSV (default outputs/eval_<dataset>.csv); a JSON summary sits beside it")
+    _model_args(p)
+
+    p = sub.add_parser("demo", help="the end-to-end demo on a synthetic pair with exact ground truth")
+    p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--seed", type=int, default=0)
+    _model_args(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        if args.debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Optical-flow models with one forward contract: RAFT (large, small) and the FlowNAS networks.
+
+Contract: images `[B,3,H,W]` with values in [0,255]. In eval mode `model(image1, image2, iters=12)` returns
+the final full-resolution flow `[B,2,H,W]` float32; in train mode it returns the list of per-iteration
+full-resolution predictions. Sizes that are not multiples of 8 are replicate-padded and cropped back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .arch import ArchConfig, SearchSpace
+from .nn.corr import CorrPyramid, coords_grid
+from .nn.dynamic import SuperEncoder
+from .nn.encoders import basic_encoder, small_encoder
+from .nn.mbconv import StaticEncoder, static_encoder
+from .nn.padding import InputPadder
+from .nn.update import BasicUpdateBlock, SmallUpdateBlock, bilinear_upsample, convex_upsample
+
+# The coarsest correlation level must keep at least 2 pixels per side for the align_corners lookup.
+MIN_SIDE_PX = 128
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """Hyper-parameters of RAFT's decoder (correlation lookup and update operator)."""
+
+    hidden_dim: int
+    context_dim: int
+    feature_dim: int
+    corr_levels: int
+    corr_radius: int
+    small: bool
+
+    @property
+    def corr_channels(self) -> int:
+        return self.corr_levels * (2 * self.corr_radius + 1) ** 2
+
+
+RAFT_LARGE = DecoderSpec(hidden_dim=128, context_dim=128, feature_dim=256, corr_levels=4, corr_radius=4, small=False)
+RAFT_SMALL = DecoderSpec(hidden_dim=96, context_dim=64, feature_dim=128, corr_levels=4, corr_radius=3, small=True)
+
+
+class FlowModel(nn.Module):
+    """RAFT's iterative pipeline around a feature encoder `fnet` and a context encoder `cnet`."""
+
+    def __init__(self, fnet: nn.Module, cnet: nn.Module, spec: DecoderSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.fnet = fnet
+        self.cnet = cnet
+        update = SmallUpdateBlock if spec.small else BasicUpdateBlock
+        self.update_block = update(spec.corr_channels, spec.hidden_dim, spec.context_dim)
+
+    def config(self) -> dict[str, Any]:
+        """A JSON-able description from which `flownas.weights.build_model` rebuilds this model."""
+        raise NotImplementedError(f"{type(self).__name__} must describe itself")
+
+    def encode(self, image1: Tensor, image2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Normalised images -> (fmap1, fmap2, hidden state, context), all at 1/8 resolution."""
+        fmaps = self.fnet(torch.cat([image1, image2], dim=0)).float()
+        fmap1, fmap2 = fmaps.chunk(2, dim=0)
+        net, inp = torch.split(self.cnet(image1), [self.spec.hidden_dim, self.spec.context_dim], dim=1)
+        return fmap1, fmap2, torch.tanh(net), torch.relu(inp)
+
+    def forward(
+        self,
+        image1: Tensor,
+        image2: Tensor,
+        iters: int = 12,
+        flow_init: Tensor | None = None,
+        pad_mode: str = "sintel",
+    ) -> Tensor | list[Tensor]:
+        _check_pair(image1, image2)
+        padder = InputPadder(image1.shape, mode=pad_mode)
+        image1, image2 = padder.pad(image1, image2)
+        _check_size(image1)
+        predictions = self._iterate(2 * (image1 / 255.0) - 1.0, 2 * (image2 / 255.0) - 1.0, iters, flow_init)
+        predictions = [padder.unpad(p) for p in predictions]
+        return predictions if self.training else predictions[-1]
+
+    def _iterate(self, image1: Tensor, image2: Tensor, iters: int, flow_init: Tensor | None) -> list[Tensor]:
+        fmap1, fmap2, net, inp = self.encode(image1, image2)
+        corr_fn = CorrPyramid(fmap1, fmap2, self.spec.corr_levels, self.spec.corr_radius)
+        batch, _, ht, wd = fmap1.shape
+        coords0 = coords_grid(batch, ht, wd, device=image1.device)
+        coords1 = coords0.clone() if flow_init is None else coords0 + flow_init
+        predictions = []
+        # Only the last prediction is needed at inference; skipping the others saves the upsampling work.
+        keep_all = self.training
+        for step in range(iters):
+            coords1 = coords1.detach()
+            corr = corr_fn(coords1)
+            flow = coords1 - coords0
+            net, mask, delta_flow = self.update_block(net, inp, corr, flow)
+            coords1 = coords1 + delta_flow
+            if keep_all or step == iters - 1:
+                predictions.append(self.upsample(coords1 - coords0, mask))
+        return predictions
+
+    def upsample(self, flow: Tensor, mask: Tensor | None) -> Tensor:
+        return bilinear_upsample(flow) if mask is None else convex_upsample(flow, mask)
+
+
+class RAFT(FlowModel):
+    """RAFT (Teed & Deng 2020): `RAFT()` is the large model, `RAFT(small=True)` the small one."""
+
+    def __init__(self, small: bool = False) -> None:
+        spec = RAFT_SMALL if small else RAFT_LARGE
+        build = small_encoder if small else basic_encoder
+        fnet = build(spec.feature_dim, "instance")
+        cnet = build(spec.hidden_dim + spec.context_dim, "none" if small else "batch")
+        super().__init__(fnet, cnet, spec)
+
+    def config(self) -> dict[str, Any]:
+        return {"family": "raft", "variant": "small" if self.spec.small else "large"}
+
+
+def _check_pair(image1: Tensor, image2: Tensor) -> None:
+    if image1.dim() != 4 or image1.shape[1] != 3:
+        raise ValueError(f"expected images [B,3,H,W], got image1 of shape {tuple(image1.shape)}")
+    if image1.shape != image2.shape:
+        raise ValueError(f"image shapes differ: image1 {tuple(image1.shape)} vs image2 {tuple(image2.shape)}")
+
+
+def _check_size(padded: Tensor) -> None:
+    height, width = padded.shape[-2:]
+    if min(height, width) < MIN_SIDE_PX:
+        raise ValueError(
+            f"input {height}x{width} is too small: each side must be at least {MIN_SIDE_PX} px "
+            "for the 4-level correlation pyramid"
+        )
+
+
+
+class FlowNASSupernet(FlowModel):
+    """Weight-sharing supernet: both encoders are `SuperEncoder`s over one search space; RAFT-large decoder."""
+
+    def __init__(self, space: SearchSpace | None = None) -> None:
+        space = space or SearchSpace.flownas()
+        fnet = SuperEncoder(space, "instance", RAFT_LARGE.feature_dim)
+        cnet = SuperEncoder(space, "batch", RAFT_LARGE.hidden_dim + RAFT_LARGE.context_dim)
+        super().__init__(fnet, cnet, RAFT_LARGE)
+        self.space = space
+        self.active_arch = space.largest()
+
+    def set_active(self, arch: ArchConfig) -> None:
+        self.space.validate(arch)
+        self.fnet.set_active(arch)
+        self.cnet.set_active(arch)
+        self.active_arch = arch
+
+    def extract(self, arch: ArchConfig | None = None) -> "FlowNASNet":
+        """A static `FlowNASNet` for `arch` (default: the active one) with its weights copied out."""
+        if arch is not None:
+            self.set_active(arch)
+        net = FlowNASNet(self.active_arch, self.space, encoders=(self.fnet.extract(), self.cnet.extract()))
+        net.update_block.load_state_dict(self.update_block.state_dict())
+        return net.train(self.training)
+
+    def config(self) -> dict[str, Any]:
+        return {"family": "flownas-supernet", "space": self.space.to_dict()}
+
+
+class FlowNASNet(FlowModel):
+    """A static FlowNAS network for one architecture: plain convolutions only, ready for export."""
+
+    def __init__(self, arch: ArchConfig, space: SearchSpace | None = None,
+                 encoders: tuple[StaticEncoder, StaticEncoder] | None = None) -> None:
+        space = space or SearchSpace.flownas()
+        space.validate(arch)
+        if encoders is None:
+            encoders = (
+                static_encoder(arch, space, "instance", RAFT_LARGE.feature_dim),
+                static_encoder(arch, space, "batch", RAFT_LARGE.hidden_dim + RAFT_LARGE.context_dim),
+            )
+        super().__init__(encoders[0], encoders[1], RAFT_LARGE)
+        self.arch, self.space = arch, space
+
+    def config(self) -> dict[str, Any]:
+        return {"family": "flownas", "arch": self.arch.to_dict(), "space": self.space.to_dict()}

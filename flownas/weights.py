@@ -1,0 +1,248 @@
+"""Checkpoint I/O: the toolkit's own format and the published RAFT / torchvision / FlowNAS layouts.
+
+Everything is read with `torch.load(..., weights_only=True)`: no code from a file is ever executed.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from . import __version__
+from .arch import ArchConfig, SearchSpace, resolve_arch
+from .models import RAFT, FlowModel, FlowNASNet, FlowNASSupernet
+
+FORMAT_NAME = "flownas-toolkit"
+FORMAT_VERSION = 1
+StateDict = Mapping[str, Tensor]
+
+
+class WeightsError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model; the message is one readable line."""
+
+
+# --------------------------------------------------------------------------------------------- reading
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint file safely; returns the raw top-level dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: checkpoint file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({first_line})") from None
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    return obj
+
+
+def unwrap_state_dict(obj: Mapping[str, Any]) -> dict[str, Tensor]:
+    """Strip training containers ('state_dict', 'model') and the DataParallel `module.` prefix."""
+    for container in ("state_dict", "model_state_dict", "model"):
+        inner = obj.get(container)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
+            obj = inner
+            break
+    tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in tensors.items()}
+
+
+# --------------------------------------------------------------------------------------------- layouts
+def detect_layout(state: StateDict) -> str:
+    """Name the published layout of an (unwrapped) state dict."""
+    if "fnet.first_conv.weight" in state and any(".mobile_inverted_conv." in k for k in state):
+        return "flownas-supernet"
+    if "fnet.conv1.weight" in state:
+        return "raft-small" if "update_block.gru.convz.weight" in state else "raft-large"
+    if "feature_encoder.convnormrelu.0.weight" in state:
+        small = "update_block.recurrent_block.convgru2.convz.weight" not in state
+        return "torchvision-raft-small" if small else "torchvision-raft-large"
+    sample = ", ".join(sorted(state)[:3]) or "no tensors"
+    raise WeightsError(
+        "unrecognised checkpoint layout (expected princeton-vl RAFT, torchvision RAFT, FlowNAS or a "
+        f"flownas-toolkit checkpoint; first keys: {sample})"
+    )
+
+
+_TORCHVISION_RULES: list[tuple[str, str]] = [
+    (r"^feature_encoder\.", "fnet."),
+    (r"^context_encoder\.", "cnet."),
+    (r"\.convnormrelu\.0\.", ".conv1."),
+    (r"\.convnormrelu\.1\.", ".norm1."),
+    (r"\.convnormrelu(\d)\.0\.", r".conv\1."),
+    (r"\.convnormrelu(\d)\.1\.", r".norm\1."),
+    (r"^(fnet|cnet)\.conv\.", r"\1.conv2."),
+    (r"\.motion_encoder\.convcorr(\d)\.0\.", r".encoder.convc\1."),
+    (r"\.motion_encoder\.convflow(\d)\.0\.", r".encoder.convf\1."),
+    (r"\.motion_encoder\.conv\.0\.", ".encoder.conv."),
+    (r"^mask_predictor\.convrelu\.0\.", "update_block.mask.0."),
+    (r"^mask_predictor\.conv\.", "update_block.mask.2."),
+]
+
+
+def torchvision_to_raft(state: StateDict) -> dict[str, Tensor]:
+    """Rename torchvision's RAFT keys to the princeton-vl names this toolkit's RAFT uses."""
+    small = "update_block.recurrent_block.convgru2.convz.weight" not in state
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        new = key
+        for pattern, repl in _TORCHVISION_RULES:
+            new = re.sub(pattern, repl, new)
+        gru = re.match(r"^update_block\.recurrent_block\.convgru(\d)\.conv([zrq])\.(.*)$", new)
+        if gru:
+            step, gate, rest = gru.groups()
+            new = f"update_block.gru.conv{gate}.{rest}" if small else f"update_block.gru.conv{gate}{step}.{rest}"
+        out[new] = value
+        # princeton-vl registers the downsample norm twice (normK and downsample.1): fill both names.
+        down = re.match(r"^(.*\.layer\d\.0)\.downsample\.1\.(.*)$", new)
+        if down:
+            out[f"{down.group(1)}.{'norm4' if small else 'norm3'}.{down.group(2)}"] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------- applying
+def load_into(model: nn.Module, state: StateDict, source: str, ignore: Callable[[str], bool] | None = None) -> None:
+    """Strict load that reports every missing, unexpected and mis-shaped key in one error."""
+    expected = model.state_dict()
+    given = {k: v for k, v in state.items() if not (ignore and ignore(k))}
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    misshaped = sorted(
+        f"{k} {tuple(given[k].shape)}!={tuple(expected[k].shape)}"
+        for k in set(given) & set(expected)
+        if given[k].shape != expected[k].shape
+    )
+    problems = [
+        f"{label} ({len(keys)}): {_shorten(keys)}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+        if keys
+    ]
+    if problems:
+        raise WeightsError(f"{source}: weights do not fit {type(model).__name__}: " + "; ".join(problems))
+    model.load_state_dict(given, strict=True)
+
+
+def _shorten(keys: list[str], limit: int = 6) -> str:
+    more = f", ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+# --------------------------------------------------------------------------------------------- own format
+def provenance(model: nn.Module, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """How an artifact was made: toolkit and library versions, host, date, parameter count."""
+    record = {
+        "toolkit_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "host": platform.node(),
+        "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    record.update(extra or {})
+    return record
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write weights + model config + metadata atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    payload = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model": model.config(),
+        "metadata": provenance(model, metadata),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    atomic_torch_save(payload, path)
+    return path
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def is_toolkit_checkpoint(obj: Mapping[str, Any]) -> bool:
+    return obj.get("format") == FORMAT_NAME
+
+
+# --------------------------------------------------------------------------------------------- models
+def build_model(config: Mapping[str, Any], source: str = "config") -> FlowModel:
+    """Instantiate an (untrained) model from `FlowModel.config()`."""
+    family = config.get("family")
+    space = SearchSpace.from_dict(config["space"]) if "space" in config else SearchSpace.flownas()
+    if family == "raft":
+        return RAFT(small=config.get("variant") == "small")
+    if family == "flownas-supernet":
+        return FlowNASSupernet(space)
+    if family == "flownas":
+        return FlowNASNet(ArchConfig.from_dict(config["arch"]), space)
+    raise WeightsError(f"{source}: unknown model family {family!r} (expected raft, flownas-supernet or flownas)")
+
+
+def _published_model(layout: str) -> FlowModel:
+    if layout == "flownas-supernet":
+        return FlowNASSupernet()
+    return RAFT(small=layout.endswith("small"))
+
+
+def _is_unused_release_buffer(key: str) -> bool:
+    # The FlowNAS release carries per-subnet BN trackers that its own forward never reads.
+    return ".bn_tracking." in key
+
+
+def load_model(
+    source: str | os.PathLike | Mapping[str, Any],
+    arch: Any = None,
+    device: str | torch.device = "cpu",
+) -> FlowModel:
+    """A ready model (eval mode) from a checkpoint path or a state dict, whatever its published layout.
+
+    Layouts: princeton-vl RAFT large/small (with or without `module.`), torchvision RAFT large/small,
+    the FlowNAS release (a whole supernet), and this toolkit's own format. With `arch` (a name, an id,
+    a JSON file or a dict in the published format), a supernet is returned as the extracted static subnet.
+    """
+    raw = read_checkpoint(source) if isinstance(source, (str, os.PathLike)) else dict(source)
+    label = str(source) if isinstance(source, (str, os.PathLike)) else "state dict"
+    if is_toolkit_checkpoint(raw):
+        model = build_model(raw.get("model", {}), label)
+        load_into(model, raw["state_dict"], label)
+    else:
+        state = unwrap_state_dict(raw)
+        try:
+            layout = detect_layout(state)
+        except WeightsError as exc:
+            raise WeightsError(f"{label}: {exc}") from None
+        if layout.startswith("torchvision"):
+            state = torchvision_to_raft(state)
+        model = _published_model(layout)
+        load_into(model, state, label, ignore=_is_unused_release_buffer)
+    if arch is not None:
+        model = _select_arch(model, arch, label)
+    return model.to(device).eval()
+
+
+def _select_arch(model: FlowModel, arch: Any, label: str) -> FlowModel:
+    if isinstance(model, FlowNASSupernet):
+        return model.extract(resolve_arch(arch, model.space))
+    if isinstance(model, FlowNASNet) and resolve_arch(arch, model.space) == model.arch:
+        return model
+    raise WeightsError(
+        f"{label}: an architecture can only be chosen from a FlowNAS supernet checkpoint, "
+        f"this one holds {model.config()}"
+    )
