@@ -15,3 +15,43 @@ def rubberwhale() -> Path:
     if not (RUBBERWHALE / "flow10.flo").is_file():
         pytest.skip(f"real Middlebury data not found at {RUBBERWHALE}")
     return RUBBERWHALE
+
+
+CHECKPOINT_KEYS = REPO.parent / "shared" / "reference" / "checkpoint-keys.json"
+LAYOUT_TITLES = {
+    "raft-large": "raft_large (princeton-vl RAFT, e.g. raft-things.pth)",
+    "raft-small": "raft_small (princeton-vl RAFT, raft-small.pth)",
+    "flownas": "flownas_supernet (FlowNAS-RAFT-S / FlowNAS-RAFT-K release files: the whole supernet)",
+    "torchvision-large": "torchvision raft_large (torchvision.models.optical_flow, Raft_Large_Weights)",
+    "torchvision-small": "torchvision raft_small (torchvision.models.optical_flow, Raft_Small_Weights)",
+}
+
+
+@pytest.fixture(scope="session")
+def published_keys() -> dict:
+    """Every key, shape and dtype of the published checkpoints (../shared/reference), or skip."""
+    import json
+
+    if not CHECKPOINT_KEYS.is_file():
+        pytest.skip(f"published key list not found at {CHECKPOINT_KEYS}")
+    return json.loads(CHECKPOINT_KEYS.read_text())
+
+
+def random_published_state(published_keys: dict, layout: str, seed: int = 0, strip_module: bool = False) -> dict:
+    """A state dict with the published names and shapes, filled with seeded random values.
+
+    Running variances are positive and batch counters are integers, as in a real checkpoint.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape, dtype in published_keys[LAYOUT_TITLES[layout]]:
+        if dtype == "int64":
+            value = torch.tensor(1000, dtype=torch.int64).reshape(shape)
+        elif name.endswith("running_var"):
+            value = torch.rand(shape, generator=gen) + 0.5
+        else:
+            value = torch.randn(shape, generator=gen) * 0.1
+        state[name[len("module."):] if strip_module and name.startswith("module.") else name] = value
+    return state
