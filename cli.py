@@ -78,6 +78,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from flownas.evaluate import evaluate
     from flownas.weights import provenance
 
+    if args.root is None and args.dataset != "synthetic":
+        raise ValueError(f"--root is required for dataset {args.dataset!r}")
     dataset = build_dataset(args.dataset, args.root, split=args.split)
     model = _load(args)
     summary, rows = evaluate(model, dataset, iters=args.iters, device=args.device, max_samples=args.max_samples)
@@ -147,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="metrics of a model on a dataset")
     p.add_argument("--dataset", required=True, help="sintel-clean, sintel-final, kitti, chairs, things-clean, things-final, middlebury, synthetic")
-    p.add_argument("--root", required=True, help="dataset root folder")
+    p.add_argument("--root", help="dataset root folder (not needed for synthetic)")
     p.add_argument("--split", help="dataset split (dataset default if omitted)")
     p.add_argument("--max-samples", type=int, help="evaluate only the first N pairs")
     p.add_argument("--out", help="per-pair CSV (default outputs/eval_<dataset>.csv); a JSON summary sits beside it")

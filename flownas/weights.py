@@ -140,7 +140,7 @@ def provenance(model: nn.Module, extra: Mapping[str, Any] | None = None) -> dict
     """How an artifact was made: toolkit and library versions, host, date, parameter count."""
     record = {
         "toolkit_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "python_version": platform.python_version(),
         "host": platform.node(),
         "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(0),

@@ -54,4 +54,11 @@ def random_published_state(published_keys: dict, layout: str, seed: int = 0, str
         else:
             value = torch.randn(shape, generator=gen) * 0.1
         state[name[len("module."):] if strip_module and name.startswith("module.") else name] = value
+    # In RAFT the strided block's last norm and downsample.1 are one module, saved under both names.
+    for name in state:
+        if ".downsample.1." in name:
+            for alias in ("norm3", "norm4"):
+                twin = name.replace("downsample.1", alias)
+                if twin in state and state[twin].shape == state[name].shape:
+                    state[twin] = state[name]
     return state

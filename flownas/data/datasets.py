@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .flow_io import read_flow, read_image
+from .synthetic import SyntheticFlow
 
 PathLike = Union[str, "os.PathLike[str]"]
 Augmentor = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -293,7 +294,16 @@ DATASETS: dict[str, DatasetFactory] = {
     "things-final": lambda root, split=None, augmentor=None: FlyingThings3D(
         root, dstype="frames_finalpass", split=split or "TRAIN", augmentor=augmentor),
     "middlebury": lambda root, split=None, augmentor=None: Middlebury(root, split=split, augmentor=augmentor),
+    "synthetic": lambda root, split=None, augmentor=None: _synthetic(split, augmentor),
 }
+
+
+def _synthetic(split: Optional[str], augmentor: Optional[Augmentor]) -> Dataset:
+    """Synthetic pairs with exact flow; needs no root. "train": 10,000 pairs (seed 0); "val": 32 (seed 1)."""
+    if split not in (None, "val", "train"):
+        raise DatasetError(f"synthetic split {split!r} is not one of ('train', 'val')")
+    train = split == "train"
+    return SyntheticFlow(length=10_000 if train else 32, size=(256, 320), seed=0 if train else 1, augmentor=augmentor)
 
 
 def build_dataset(name: str, root: PathLike, split: Optional[str] = None,

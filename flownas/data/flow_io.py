@@ -283,3 +283,12 @@ def read_image(path: PathLike) -> np.ndarray:
     if image.shape[2] not in (3, 4):
         raise FlowFormatError(f"{path}: image with {image.shape[2]} channels (expected 1, 3 or 4)")
     return np.ascontiguousarray(image[:, :, 2::-1])  # BGR(A) -> RGB, dropping alpha
+
+
+def write_image(path: PathLike, image: np.ndarray) -> None:
+    """Write uint8 RGB `[H,W,3]` atomically; the format follows the extension (.png, .ppm, .jpg ...)."""
+    path = Path(path)
+    ok, data = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(image[..., ::-1]))  # OpenCV is BGR
+    if not ok:
+        raise FlowFormatError(f"{path}: could not encode an image with extension {path.suffix!r}")
+    atomic_write_bytes(path, data.tobytes())

@@ -19,7 +19,6 @@ Lipschitz constant is kept <= 0.15), to a tolerance of 1e-5 px (see `_SmoothFiel
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -29,7 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-FLO_MAGIC = 202021.25
+from .flow_io import write_flow, write_image
+
 # The background deformation's Lipschitz constant: with the affine part close to identity the inverse
 # fixed-point map contracts by roughly this factor per iteration.
 _DEFORM_LIPSCHITZ = 0.15
@@ -377,34 +377,11 @@ class SyntheticFlow(Dataset):
                 torch.from_numpy(valid.astype(bool)))
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then rename over `path`, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_pair(folder: str | os.PathLike, pair: dict[str, Array]) -> Path:
-    """Write frame10.png, frame11.png (RGB images) and flow10.flo (Middlebury) into `folder`; returns it.
-
-    .flo layout: float32 magic 202021.25, int32 width, int32 height, then H*W*2 float32 (u, v interleaved,
-    row-major), all little-endian.
-    """
+    """Write frame10.png, frame11.png (RGB images) and flow10.flo (Middlebury) into `folder`; returns it."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    for name, key in (("frame10.png", "image1"), ("frame11.png", "image2")):
-        ok, png = cv2.imencode(".png", np.ascontiguousarray(pair[key][..., ::-1]))  # OpenCV writes BGR
-        if not ok:
-            raise OSError(f"PNG encoding failed for {name}")
-        _write_atomic(out / name, png.tobytes())
-    flow = np.asarray(pair["flow"], dtype="<f4")
-    height, width = flow.shape[:2]
-    header = np.array([FLO_MAGIC], "<f4").tobytes() + np.array([width, height], "<i4").tobytes()
-    _write_atomic(out / "flow10.flo", header + np.ascontiguousarray(flow).tobytes())
+    write_image(out / "frame10.png", pair["image1"])
+    write_image(out / "frame11.png", pair["image2"])
+    write_flow(out / "flow10.flo", pair["flow"])
     return out

@@ -11,8 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..arch import ArchConfig, SearchSpace, make_divisible
-from .mbconv import BlockShape, MBBlock, StaticEncoder, encoder_shapes, make_norm2d, mid_channels, shortcut_pool, stage_ends
+from ..arch import ArchConfig, SearchSpace, expanded_channels, mid_channels
+from .mbconv import BlockShape, MBBlock, StaticEncoder, encoder_shapes, make_norm2d, shortcut_pool, stage_ends
 
 
 class DynamicPointConv(nn.Module):
@@ -104,7 +104,7 @@ class DynamicMBBlock(nn.Module):
     def __init__(self, max_in: int, max_out: int, max_kernel: int, max_expand: int, stride: int, has_expand: bool, norm: str):
         super().__init__()
         self.stride, self.has_expand, self.norm = stride, has_expand, norm
-        max_mid = make_divisible(round(max_in * max_expand), 8)
+        max_mid = expanded_channels(max_in, max_expand)
         conv = nn.Module()
         if has_expand:
             conv.inverted_bottleneck = DynamicConvLayer(DynamicPointConv(max_in, max_mid), dynamic_norm(norm, max_mid), True)

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..arch import ArchConfig, SearchSpace, make_divisible
+from ..arch import ArchConfig, SearchSpace
 
 ENCODER_NORMS = ("instance", "batch")
 
@@ -39,22 +39,12 @@ class BlockShape:
         return not self.shortcut_conv and self.stride == 1
 
 
-def mid_channels(in_channels: int, expand_ratio: float, has_expand: bool) -> int:
-    """Expanded width: the MobileNet rounding of in*expand; blocks without an expand conv keep `in`."""
-    return make_divisible(round(in_channels * expand_ratio), 8) if has_expand else in_channels
-
-
 def encoder_shapes(arch: ArchConfig, space: SearchSpace, norm: str) -> list[BlockShape]:
-    """The static block shapes of `arch`, input channels chained from the stem."""
-    shapes, in_channels = [], space.stem_channels
-    for stage, stride in enumerate(space.strides):
-        has_expand = max(space.expand_ratios[stage]) > 1
-        out, kernel, expand = arch.width[stage], arch.kernel_size[stage], arch.expand_ratio[stage]
-        for j in range(arch.depth[stage]):
-            mid = mid_channels(in_channels, expand, has_expand)
-            shapes.append(BlockShape(in_channels, out, kernel, mid, stride if j == 0 else 1, has_expand, norm))
-            in_channels = out
-    return shapes
+    """The static block shapes of `arch` (from `ArchConfig.blocks`, the one place channels are derived)."""
+    return [
+        BlockShape(b.in_channels, b.out_channels, b.kernel_size, b.mid_channels, b.stride, b.has_expand, norm)
+        for b in arch.blocks(space)
+    ]
 
 
 def make_norm2d(kind: str, channels: int) -> nn.Module:
