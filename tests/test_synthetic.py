@@ -1,7 +1,6 @@
 """Synthetic pairs: determinism, bounds, and that the ground-truth flow really maps image1 onto image2."""
 from __future__ import annotations
 
-import time
 
 import cv2
 import numpy as np
@@ -122,13 +121,6 @@ def test_background_inverse_is_a_true_inverse():
     assert np.abs(fx - qx).max() < 1e-4 and np.abs(fy - qy).max() < 1e-4
     dx, dy = field.deformation(qx, qy)
     assert np.abs(dx).max() > 0.05 or np.abs(dy).max() > 0.05  # the field is really non-affine
-
-
-def test_make_pair_is_fast_enough():
-    make_pair(384, 512, 0)
-    start = time.perf_counter()
-    make_pair(384, 512, 1)
-    assert time.perf_counter() - start < 2.0  # ~0.3 s here; loose to tolerate loaded test machines
 
 
 def test_dataset_items_match_make_pair():
