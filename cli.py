@@ -117,6 +117,100 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("arch")
+def cmd_arch(args: argparse.Namespace) -> int:
+    return {"show": _arch_show, "sample": _arch_sample}[args.arch_command](args)
+
+
+def _arch_show(args: argparse.Namespace) -> int:
+    import torch
+
+    from flownas.arch import SearchSpace, resolve_arch
+    from flownas.complexity import count_macs, count_parameters
+    from flownas.weights import build_model
+
+    space = SearchSpace.from_file(args.space) if args.space else SearchSpace.flownas()
+    height, width = parse_resolution(args.resolution)
+    if args.spec in ("raft", "raft-large", "raft-small"):
+        config: dict[str, Any] = {"family": "raft", "variant": "small" if args.spec == "raft-small" else "large"}
+        arch = None
+    else:
+        arch = resolve_arch(args.spec, space)
+        config = {"family": "flownas", "arch": arch.to_dict(), "space": space.to_dict()}
+    with torch.device("meta"):
+        params = count_parameters(build_model(config))
+    macs = count_macs(config, height, width, args.iters)
+    record = {"name": args.spec, "id": arch.id if arch else args.spec, "arch": arch.to_dict() if arch else None,
+              "resolution": [height, width], "iters": args.iters, "parameters": params, "macs": macs}
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    print(f"{args.spec}: {record['id']}")
+    if arch:
+        for key, values in arch.to_dict().items():
+            print(f"  {key:<13}{values}")
+    print(f"parameters: {params['total']:,} (fnet {params['fnet']:,}, cnet {params['cnet']:,}, "
+          f"update {params['update_block']:,})")
+    print(f"MACs at {height}x{width}, {args.iters} iterations: {macs['total'] / 1e9:.2f} G (fnet {macs['fnet'] / 1e9:.2f}, "
+          f"cnet {macs['cnet'] / 1e9:.2f}, update {macs['update_block'] / 1e9:.2f}, correlation {macs['correlation'] / 1e9:.2f})")
+    return 0
+
+
+def _arch_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from flownas.arch import SearchSpace
+
+    space = SearchSpace.from_file(args.space) if args.space else SearchSpace.flownas()
+    rng = np.random.default_rng(args.seed)
+    for _ in range(args.n):
+        arch = space.sample(rng)
+        print(json.dumps(arch.to_dict()) if args.json else arch.id)
+    return 0
+
+
+@command("extract")
+def cmd_extract(args: argparse.Namespace) -> int:
+    import time
+
+    from flownas.arch import resolve_arch
+    from flownas.models import FlowNASSupernet
+    from flownas.weights import load_model, save_checkpoint
+
+    supernet = load_model(args.supernet)
+    if not isinstance(supernet, FlowNASSupernet):
+        raise ValueError(f"{args.supernet}: not a FlowNAS supernet checkpoint (holds {supernet.config()['family']})")
+    arch = resolve_arch(args.arch, supernet.space)
+    start = time.perf_counter()
+    subnet = supernet.extract(arch)
+    extract_ms = (time.perf_counter() - start) * 1e3
+    if args.calibrate_bn:
+        _calibrate(subnet, args.calibrate_bn, args.resolution)
+    save_checkpoint(args.out, subnet, {"arch_id": arch.id, "source": str(args.supernet),
+                                       "bn_calibration_batches": args.calibrate_bn})
+    params = sum(p.numel() for p in subnet.parameters())
+    print(f"extracted {arch.id} ({params:,} parameters) in {extract_ms:.0f} ms -> {args.out}")
+    return 0
+
+
+def _calibrate(model, batches: int, resolution: str) -> None:
+    """BN statistics of the context encoder re-estimated on synthetic pairs."""
+    from flownas.data.synthetic import SyntheticFlow
+    from flownas.evaluate import recalibrate_bn
+
+    height, width = parse_resolution(resolution)
+    data = SyntheticFlow(length=batches, size=(height, width), seed=7)
+    recalibrate_bn(model, ((s[0][None], s[1][None]) for s in (data[i] for i in range(batches))))
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """'384x512' -> (384, 512)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"resolution {text!r} is not of the form HxW, e.g. 384x512")
+    return int(parts[0]), int(parts[1])
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     import os
     import tempfile
@@ -161,7 +255,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--seed", type=int, default=0)
     _model_args(p)
+    _arch_parsers(sub)
+
+    p = sub.add_parser("extract", help="cut a static subnet out of a FlowNAS supernet checkpoint")
+    p.add_argument("--supernet", required=True, help="FlowNAS supernet checkpoint (release or toolkit format)")
+    p.add_argument("--arch", required=True, help="name (raft-s, raft-k, largest, smallest), id or JSON file")
+    p.add_argument("--out", required=True, help="output checkpoint (toolkit format, records the architecture)")
+    p.add_argument("--calibrate-bn", type=int, default=0, metavar="N",
+                   help="re-estimate the context encoder's BN statistics on N synthetic pairs")
+    p.add_argument("--resolution", default="256x320", help="pair size for BN calibration (HxW)")
     return parser
+
+
+def _arch_parsers(sub: argparse._SubParsersAction) -> None:
+    arch = sub.add_parser("arch", help="inspect and sample architectures of the search space")
+    arch_sub = arch.add_subparsers(dest="arch_command", metavar="ACTION", required=True)
+    p = arch_sub.add_parser("show", help="configuration, id, parameters and MACs of an architecture")
+    p.add_argument("spec", help="raft, raft-small, raft-s, raft-k, largest, smallest, an id or a JSON file")
+    p.add_argument("--resolution", default="384x512", help="HxW for the MAC count (default 384x512)")
+    p.add_argument("--iters", type=int, default=12)
+    p.add_argument("--space", help="custom search space (JSON/YAML)")
+    p.add_argument("--json", action="store_true", help="print one JSON record")
+    p = arch_sub.add_parser("sample", help="uniformly sampled architectures, one id per line")
+    p.add_argument("--n", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--space", help="custom search space (JSON/YAML)")
+    p.add_argument("--json", action="store_true", help="published dict format instead of ids")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -77,8 +77,8 @@ class FlowModel(nn.Module):
     ) -> Tensor | list[Tensor]:
         _check_pair(image1, image2)
         padder = InputPadder(image1.shape, mode=pad_mode)
+        _check_size(padder)
         image1, image2 = padder.pad(image1, image2)
-        _check_size(image1)
         predictions = self._iterate(2 * (image1 / 255.0) - 1.0, 2 * (image2 / 255.0) - 1.0, iters, flow_init)
         predictions = [padder.unpad(p) for p in predictions]
         return predictions if self.training else predictions[-1]
@@ -127,14 +127,15 @@ def _check_pair(image1: Tensor, image2: Tensor) -> None:
         raise ValueError(f"image shapes differ: image1 {tuple(image1.shape)} vs image2 {tuple(image2.shape)}")
 
 
-def _check_size(padded: Tensor) -> None:
-    height, width = padded.shape[-2:]
-    if min(height, width) < MIN_SIDE_PX:
+def _check_size(padder: InputPadder) -> None:
+    _, _, top, bottom = padder.pad_lrtb
+    left, right = padder.pad_lrtb[:2]
+    padded = (padder.height + top + bottom, padder.width + left + right)
+    if min(padded) < MIN_SIDE_PX:
         raise ValueError(
-            f"input {height}x{width} is too small: each side must be at least {MIN_SIDE_PX} px "
-            "for the 4-level correlation pyramid"
+            f"input {padder.height}x{padder.width} is too small: each side must be at least {MIN_SIDE_PX} px "
+            f"after padding to a multiple of 8 (4-level correlation pyramid), got {padded[0]}x{padded[1]}"
         )
-
 
 
 class FlowNASSupernet(FlowModel):
