@@ -58,8 +58,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     for first, second in pairs:
         image1, image2 = read_image(first), read_image(second)
         if image1.shape != image2.shape:
-            raise ValueError(f"images differ in size: {first} is {image1.shape[1]}x{image1.shape[0]}, "
-                             f"{second} is {image2.shape[1]}x{image2.shape[0]}")
+            raise ValueError(f"images differ in size (HxW): {first} is {image1.shape[0]}x{image1.shape[1]}, "
+                             f"{second} is {image2.shape[0]}x{image2.shape[1]}")
         flow = estimate_flow(model, image1, image2, iters=args.iters, device=args.device)
         out = Path(args.out) / f"{first.stem}.flo" if many else Path(args.out)
         write_flow(out, flow)

@@ -1,0 +1,123 @@
+"""The command line, run in-process: outputs on real and synthetic data, and one-line errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import cli
+from conftest import random_published_state
+from flownas.arch import resolve_arch
+from flownas.data.flow_io import read_flow, read_image, write_image
+from flownas.data.synthetic import make_pair, write_pair
+from flownas.weights import save_checkpoint
+from flownas.models import RAFT
+
+
+@pytest.fixture(scope="module")
+def small_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    return str(save_checkpoint(tmp_path_factory.mktemp("w") / "raft-small.pt", RAFT(small=True)))
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for name in ("infer", "evaluate", "demo", "arch", "extract"):
+        assert name in out
+
+
+def test_infer_on_rubberwhale_writes_flow_and_picture(rubberwhale, small_weights, tmp_path):
+    out, viz = tmp_path / "flow.flo", tmp_path / "flow.png"
+    code = cli.main(["infer", str(rubberwhale / "frame10.png"), str(rubberwhale / "frame11.png"),
+                     "--weights", small_weights, "--iters", "2", "--out", str(out), "--viz", str(viz)])
+    assert code == 0
+    flow, valid = read_flow(out)
+    assert flow.shape == (388, 584, 2) and valid.all()
+    assert read_image(viz).shape == (388, 584, 3)
+
+
+def test_infer_on_a_folder_writes_one_flow_per_pair(small_weights, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(3):
+        write_image(frames / f"f{index}.png", make_pair(128, 128, seed=index)["image1"])
+    code = cli.main(["infer", str(frames), "--weights", small_weights, "--iters", "1", "--out", str(tmp_path / "flows")])
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "flows").iterdir()) == ["f0.flo", "f1.flo"]
+
+
+def test_infer_refuses_images_of_different_sizes(small_weights, tmp_path, capsys):
+    write_image(tmp_path / "a.png", np.zeros((128, 128, 3), np.uint8))
+    write_image(tmp_path / "b.png", np.zeros((136, 128, 3), np.uint8))
+    code = cli.main(["infer", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--weights", small_weights,
+                     "--out", str(tmp_path / "f.flo")])
+    err = capsys.readouterr().err
+    assert code == 2 and "a.png is 128x128" in err and "b.png is 136x128" in err
+    assert err.count("\n") == 1 and not (tmp_path / "f.flo").exists()
+
+
+def test_evaluate_writes_csv_and_provenance(small_weights, tmp_path, capsys):
+    root = tmp_path / "middlebury"
+    for name, seed in (("A", 0), ("B", 1)):
+        write_pair(root / name, make_pair(128, 144, seed=seed))
+    out = tmp_path / "eval.csv"
+    code = cli.main(["evaluate", "--dataset", "middlebury", "--root", str(root), "--weights", small_weights,
+                     "--iters", "2", "--out", str(out)])
+    assert code == 0
+    rows = pd.read_csv(out)
+    assert len(rows) == 2 and {"epe", "px1", "px3", "px5", "fl_all"} <= set(rows.columns)
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["iters"] == 2 and record["model"] == {"family": "raft", "variant": "small"}
+    # pooled EPE over two equal-size fully valid images is the mean of the two
+    assert record["summary"]["epe"] == pytest.approx(rows["epe"].mean(), rel=1e-5)
+
+
+def test_evaluate_missing_root_is_one_line(tmp_path, capsys):
+    code = cli.main(["evaluate", "--dataset", "sintel-clean", "--root", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nowhere" in err and err.count("\n") == 1
+
+
+def test_wrong_checkpoint_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.pth"
+    torch.save({"something.weight": torch.zeros(2)}, bad)
+    code = cli.main(["infer", "a.png", "b.png", "--weights", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.pth" in err and err.count("\n") == 1
+
+
+def test_arch_show_json_reports_counts(capsys):
+    assert cli.main(["arch", "show", "raft-k", "--resolution", "128x128", "--iters", "1", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["id"] == resolve_arch("raft-k").id
+    assert record["parameters"]["total"] == 5_101_712  # checked against the block formula in test_complexity
+    assert record["macs"]["correlation"] == 256 * 256 * 256
+
+
+def test_arch_sample_is_seeded(capsys):
+    cli.main(["arch", "sample", "--n", "4", "--seed", "3"])
+    first = capsys.readouterr().out
+    cli.main(["arch", "sample", "--n", "4", "--seed", "3"])
+    assert capsys.readouterr().out == first and len(first.splitlines()) == 4
+
+
+def test_extract_round_trip(published_keys, tmp_path, capsys):
+    supernet_path = tmp_path / "supernet.pth"
+    torch.save(random_published_state(published_keys, "flownas", seed=2), supernet_path)
+    out = tmp_path / "raft-k.pt"
+    assert cli.main(["extract", "--supernet", str(supernet_path), "--arch", "raft-k", "--out", str(out)]) == 0
+    raw = torch.load(out, weights_only=True)
+    assert raw["model"]["arch"] == resolve_arch("raft-k").to_dict()
+    assert raw["metadata"]["arch_id"] == resolve_arch("raft-k").id
+
+
+def test_extract_refuses_unknown_arch(published_keys, tmp_path, capsys):
+    supernet_path = tmp_path / "supernet.pth"
+    torch.save(random_published_state(published_keys, "flownas", seed=2), supernet_path)
+    code = cli.main(["extract", "--supernet", str(supernet_path), "--arch", "w1-k2", "--out", str(tmp_path / "x.pt")])
+    assert code == 2 and not (tmp_path / "x.pt").exists()
