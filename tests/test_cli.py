@@ -121,3 +121,14 @@ def test_extract_refuses_unknown_arch(published_keys, tmp_path, capsys):
     torch.save(random_published_state(published_keys, "flownas", seed=2), supernet_path)
     code = cli.main(["extract", "--supernet", str(supernet_path), "--arch", "w1-k2", "--out", str(tmp_path / "x.pt")])
     assert code == 2 and not (tmp_path / "x.pt").exists()
+
+
+def test_evaluate_on_real_middlebury_counts_known_pixels(rubberwhale, small_weights, tmp_path):
+    out = tmp_path / "rw.csv"
+    code = cli.main(["evaluate", "--dataset", "middlebury", "--root", str(rubberwhale), "--weights", small_weights,
+                     "--iters", "2", "--out", str(out)])
+    assert code == 0
+    _, valid = read_flow(rubberwhale / "flow10.flo")
+    row = pd.read_csv(out).iloc[0]
+    assert row["n_valid"] == valid.sum() < valid.size  # unknown pixels are excluded
+    assert np.isfinite(row["epe"])
