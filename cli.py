@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from flownas.fileio import atomic_write_text, parse_resolution
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
@@ -87,11 +89,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{args.dataset}: {len(rows)} pairs, {args.iters} iterations")
     print(pd.DataFrame([summary]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     out = Path(args.out or f"outputs/eval_{args.dataset}.csv")
-    _atomic_write_text(out, table.to_csv(index=False))
+    atomic_write_text(out, table.to_csv(index=False))
     record = {"dataset": args.dataset, "root": str(args.root), "split": args.split, "iters": args.iters,
               "weights": args.weights, "arch": args.arch, "summary": summary,
               **provenance(model, {"model": model.config()})}
-    _atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=2, default=str))
+    atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=2, default=str))
     print(f"per-pair metrics: {out}; summary and provenance: {out.with_suffix('.json')}")
     return 0
 
@@ -201,25 +203,6 @@ def _calibrate(model, batches: int, resolution: str) -> None:
     height, width = parse_resolution(resolution)
     data = SyntheticFlow(length=batches, size=(height, width), seed=7)
     recalibrate_bn(model, ((s[0][None], s[1][None]) for s in (data[i] for i in range(batches))))
-
-
-def parse_resolution(text: str) -> tuple[int, int]:
-    """'384x512' -> (384, 512)."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"resolution {text!r} is not of the form HxW, e.g. 384x512")
-    return int(parts[0]), int(parts[1])
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------- parser

@@ -83,22 +83,24 @@ class FlowModel(nn.Module):
         predictions = [padder.unpad(p) for p in predictions]
         return predictions if self.training else predictions[-1]
 
-    def _iterate(self, image1: Tensor, image2: Tensor, iters: int, flow_init: Tensor | None) -> list[Tensor]:
+    def _iterate(self, image1: Tensor, image2: Tensor, iters: int, flow_init: Tensor | None,
+                 lookup: str = "grid_sample") -> list[Tensor]:
+        """Normalised images -> upsampled predictions (every step in training, the last one otherwise)."""
         fmap1, fmap2, net, inp = self.encode(image1, image2)
-        corr_fn = CorrPyramid(fmap1, fmap2, self.spec.corr_levels, self.spec.corr_radius)
+        corr_fn = CorrPyramid(fmap1, fmap2, self.spec.corr_levels, self.spec.corr_radius, lookup=lookup)
         batch, _, ht, wd = fmap1.shape
         coords0 = coords_grid(batch, ht, wd, device=image1.device)
         coords1 = coords0.clone() if flow_init is None else coords0 + flow_init
         predictions = []
-        # Only the last prediction is needed at inference; skipping the others saves the upsampling work.
-        keep_all = self.training
         for step in range(iters):
+            # At inference only the last step is upsampled: its mask head and upsampling are the only ones run.
+            upsample = self.training or step == iters - 1
             coords1 = coords1.detach()
             corr = corr_fn(coords1)
             flow = coords1 - coords0
-            net, mask, delta_flow = self.update_block(net, inp, corr, flow)
+            net, mask, delta_flow = self.update_block(net, inp, corr, flow, compute_mask=upsample)
             coords1 = coords1 + delta_flow
-            if keep_all or step == iters - 1:
+            if upsample:
                 predictions.append(self.upsample(coords1 - coords0, mask))
         return predictions
 

@@ -8,7 +8,6 @@ import datetime as _dt
 import os
 import platform
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -16,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__
+from .fileio import atomic_path
 from .arch import ArchConfig, SearchSpace, resolve_arch
 from .models import RAFT, FlowModel, FlowNASNet, FlowNASSupernet
 
@@ -166,15 +166,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: Mapping
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def is_toolkit_checkpoint(obj: Mapping[str, Any]) -> bool:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
 import cv2
 import numpy as np
+
+from ..fileio import atomic_write_bytes
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -39,22 +40,6 @@ class FlowFormatError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and `os.replace` (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        # Leave no stray temporary file behind when the write or the rename fails.
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _read_bytes(path: Path, what: str) -> bytes:
     if not path.is_file():
         raise FlowFormatError(f"{path}: file not found (expected {what})")

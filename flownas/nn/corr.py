@@ -41,18 +41,48 @@ def lookup_offsets(radius: int, device: torch.device | str = "cpu") -> Tensor:
     return torch.stack(torch.meshgrid(d, d, indexing="ij"), dim=-1)
 
 
-class CorrPyramid:
-    """Correlation volume pyramid built once per image pair and sampled every iteration."""
+LOOKUPS = ("grid_sample", "gather")
 
-    def __init__(self, fmap1: Tensor, fmap2: Tensor, num_levels: int = 4, radius: int = 4) -> None:
-        self.num_levels = num_levels
-        self.radius = radius
-        corr = all_pairs_correlation(fmap1, fmap2)
-        self.batch, _, self.ht, self.wd = fmap1.shape
-        self.pyramid = [corr]
-        for _ in range(num_levels - 1):
-            corr = F.avg_pool2d(corr, 2, stride=2)
-            self.pyramid.append(corr)
+
+class CorrPyramid:
+    """Correlation volume pyramid built once per image pair and sampled every iteration.
+
+    Two lookups compute the same bilinear samples (align_corners=True, zeros outside):
+    - "grid_sample": one GridSample per level on `[B*H*W,1,H,W]` volumes, as the reference code does;
+    - "gather": volumes are kept target-pixel-major (`[H2,W2,B*H1*W1]`, zero-padded), a window's integer
+      taps are gathered and blended with the four bilinear weights that all offsets of a window share
+      (offsets are whole pixels). It avoids GridSample, its per-sample coordinate arithmetic and the
+      channel transposes, which dominate an exported graph's non-convolution time.
+    """
+
+    def __init__(self, fmap1: Tensor, fmap2: Tensor, num_levels: int = 4, radius: int = 4,
+                 lookup: str = "grid_sample") -> None:
+        if lookup not in LOOKUPS:
+            raise ValueError(f"correlation lookup {lookup!r} is not one of {LOOKUPS}")
+        self.num_levels, self.radius, self.lookup = num_levels, radius, lookup
+        if lookup == "grid_sample":
+            corr = all_pairs_correlation(fmap1, fmap2)
+            self.pyramid = [corr]
+            for _ in range(num_levels - 1):
+                corr = F.avg_pool2d(corr, 2, stride=2)
+                self.pyramid.append(corr)
+        else:
+            self._build_gather_pyramid(fmap1, fmap2)
+
+    def _build_gather_pyramid(self, fmap1: Tensor, fmap2: Tensor) -> None:
+        batch, dim, ht, wd = fmap1.shape
+        f1 = fmap1.float().reshape(batch, dim, ht * wd)
+        f2 = fmap2.float().reshape(batch, dim, ht * wd)
+        corr = torch.matmul(f2.transpose(1, 2), f1) / math.sqrt(dim)  # [B, HW2, HW1]
+        corr = corr.permute(1, 0, 2).reshape(ht, wd, batch * ht * wd)
+        self.pad = 2 * self.radius + 2  # wide enough to hold a whole window of out-of-range taps
+        self.sizes, self.padded = [], []
+        for level in range(self.num_levels):
+            if level:
+                h, w = corr.shape[0] // 2, corr.shape[1] // 2  # 2x2 average pooling, odd edges dropped
+                corr = corr[: 2 * h, : 2 * w].reshape(h, 2, w, 2, -1).mean(dim=(1, 3))
+            self.sizes.append(tuple(corr.shape[:2]))
+            self.padded.append(F.pad(corr, [0, 0] + [self.pad] * 4).flatten(0, 1))
 
     @property
     def out_channels(self) -> int:
@@ -61,14 +91,38 @@ class CorrPyramid:
     def __call__(self, coords: Tensor) -> Tensor:
         """Sample a (2r+1)^2 window around `coords [B,2,H,W]` on every level -> `[B, L*(2r+1)^2, H, W]`."""
         batch, _, ht, wd = coords.shape
+        if self.lookup == "gather":
+            xy = coords.permute(1, 0, 2, 3).reshape(2, batch * ht * wd)
+            samples = torch.cat([self._gather_level(level, xy) for level in range(self.num_levels)], dim=0)
+            return samples.reshape(-1, batch, ht, wd).permute(1, 0, 2, 3).float()
         centroids = coords.permute(0, 2, 3, 1).reshape(batch * ht * wd, 1, 1, 2)
         offsets = lookup_offsets(self.radius, coords.device)[None]
         samples = []
         for level, corr in enumerate(self.pyramid):
-            grid = centroids / 2**level + offsets
-            sampled = _sample_pixels(corr, grid)
+            sampled = _sample_pixels(corr, centroids / 2**level + offsets)
             samples.append(sampled.reshape(batch, ht, wd, -1))
         return torch.cat(samples, dim=-1).permute(0, 3, 1, 2).contiguous().float()
+
+    def _gather_level(self, level: int, xy: Tensor) -> Tensor:
+        """`[2,N]` pixel coordinates -> `[(2r+1)^2, N]` samples, x-offset major like the reference."""
+        r, pad, taps = self.radius, self.pad, 2 * self.radius + 2
+        height, width = self.sizes[level]
+        xy = xy / 2**level
+        base = torch.floor(xy)
+        frac = xy - base
+        # Windows entirely outside the volume are clamped so that they lie in the zero padding.
+        x0 = base[:1].clamp(-(r + 2), width + r)
+        y0 = base[1:].clamp(-(r + 2), height + r)
+        row_len = width + 2 * pad
+        start = ((y0 + (pad - r)) * row_len + (x0 + (pad - r))).long()  # [1, N]
+        steps = torch.arange(taps, device=xy.device)
+        window = (steps[:, None] + steps[None, :] * row_len).reshape(-1, 1)  # x tap major, y tap minor
+        values = torch.gather(self.padded[level], 0, (start + window).expand(-1, xy.shape[1]))
+        values = values.view(taps, taps, -1)  # [x tap, y tap, N]
+        fx, fy = frac[:1].view(1, 1, -1), frac[1:].view(1, 1, -1)
+        cols = values[:-1] + fx * (values[1:] - values[:-1])  # blend along x: [dx, y tap, N]
+        blended = cols[:, :-1] + fy * (cols[:, 1:] - cols[:, :-1])  # blend along y: [dx, dy, N]
+        return blended.reshape((2 * r + 1) ** 2, -1)
 
 
 def _sample_pixels(image: Tensor, coords: Tensor) -> Tensor:

@@ -108,12 +108,15 @@ class BasicUpdateBlock(nn.Module):
             nn.Conv2d(256, 64 * 9, 1, padding=0),
         )
 
-    def forward(self, net: Tensor, inp: Tensor, corr: Tensor, flow: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, net: Tensor, inp: Tensor, corr: Tensor, flow: Tensor, compute_mask: bool = True
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """One GRU step; the upsampling mask is skipped when the caller will not upsample this step."""
         motion = self.encoder(flow, corr)
         net = self.gru(net, torch.cat([inp, motion], dim=1))
         delta_flow = self.flow_head(net)
         # The 0.25 scale balances gradients (RAFT paper); it is part of the published weights' behaviour.
-        mask = 0.25 * self.mask(net)
+        mask = 0.25 * self.mask(net) if compute_mask else None
         return net, mask, delta_flow
 
 
@@ -126,7 +129,9 @@ class SmallUpdateBlock(nn.Module):
         self.gru = ConvGRU(hidden_dim=hidden_dim, input_dim=context_dim + 82)
         self.flow_head = FlowHead(hidden_dim, hidden_dim=128)
 
-    def forward(self, net: Tensor, inp: Tensor, corr: Tensor, flow: Tensor) -> tuple[Tensor, None, Tensor]:
+    def forward(
+        self, net: Tensor, inp: Tensor, corr: Tensor, flow: Tensor, compute_mask: bool = True
+    ) -> tuple[Tensor, None, Tensor]:
         motion = self.encoder(flow, corr)
         net = self.gru(net, torch.cat([inp, motion], dim=1))
         return net, None, self.flow_head(net)

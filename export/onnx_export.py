@@ -1,0 +1,162 @@
+"""Export a flow model to ONNX: fixed iteration count unrolled, final upsampled flow only.
+
+The traced graph is the model's own inference path (`FlowModel._iterate`) on images whose sides are
+multiples of 8, so no padding logic is traced. Metadata recording how the file was made is stored in the
+ONNX `metadata_props`; the graph is checked, then simplified (constant folding) by onnxslim.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import Tensor, nn
+
+import flownas
+from flownas.fileio import atomic_path
+from flownas.models import FlowModel
+
+# GridSample exists from opset 16; TensorRT's parser mishandles its modes from opset 20 (FACTS §5).
+MIN_OPSET, MAX_TRT_OPSET, DEFAULT_OPSET = 16, 19, 17
+INPUT_NAMES, OUTPUT_NAMES = ("image1", "image2"), ("flow",)
+
+
+class ExportError(ValueError):
+    """A user-facing export problem (bad resolution, opset, model); the message is one line."""
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    height: int
+    width: int
+    iters: int = 12
+    opset: int = DEFAULT_OPSET
+    batch: int = 1
+    dynamic: bool = False
+    for_tensorrt: bool = True
+    lookup: str = "gather"
+
+    def validate(self) -> None:
+        if self.height % 8 or self.width % 8 or min(self.height, self.width) < 128:
+            raise ExportError(f"resolution {self.height}x{self.width} must be multiples of 8, at least 128 per side")
+        if self.iters < 1:
+            raise ExportError(f"iterations must be at least 1, got {self.iters}")
+        if self.opset < MIN_OPSET:
+            raise ExportError(f"opset {self.opset} has no GridSample (needs opset >= {MIN_OPSET})")
+        if self.for_tensorrt and self.opset > MAX_TRT_OPSET:
+            raise ExportError(
+                f"opset {self.opset} refused for TensorRT targets: TensorRT's ONNX parser mishandles "
+                f"GridSample modes at opset >= 20 ('linear' silently becomes nearest); use {MIN_OPSET}-{MAX_TRT_OPSET}"
+            )
+
+
+class FlowExportWrapper(nn.Module):
+    """`(image1, image2) -> flow` in [0,255] -> `[B,2,H,W]`: the model's eval path with a fixed `iters`.
+
+    The correlation lookup is the gather formulation (same samples as GridSample, see `CorrPyramid`),
+    which exports to far fewer and cheaper nodes.
+    """
+
+    def __init__(self, model: FlowModel, iters: int, lookup: str = "gather") -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.iters, self.lookup = iters, lookup
+
+    def forward(self, image1: Tensor, image2: Tensor) -> Tensor:
+        # x * (2/255) - 1 is one Mul and one Sub; the reference's 2*(x/255)-1 traces to three ops.
+        image1 = image1 * (2.0 / 255.0) - 1.0
+        image2 = image2 * (2.0 / 255.0) - 1.0
+        return self.model._iterate(image1, image2, self.iters, None, lookup=self.lookup)[-1]
+
+
+def model_identity(model: FlowModel) -> str:
+    """Architecture id (FlowNAS) or family name (RAFT)."""
+    config = model.config()
+    if "arch" in config:
+        return flownas.ArchConfig.from_dict(config["arch"]).id
+    return f"{config['family']}-{config.get('variant', 'supernet')}"
+
+
+def export_onnx(model: FlowModel, out_path: str | os.PathLike, spec: ExportSpec,
+                extra_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Trace, check, simplify and write `out_path` atomically; returns the metadata record."""
+    spec.validate()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+        raw_path = Path(tmp) / "raw.onnx"
+        _trace(model, raw_path, spec)
+        graph = _simplify(onnx.load(str(raw_path)))
+    record = export_record(model, spec, time.perf_counter() - start, extra_metadata)
+    onnx.helper.set_model_props(graph, {k: json.dumps(v) if not isinstance(v, str) else v for k, v in record.items()})
+    onnx.checker.check_model(graph, full_check=True)
+    atomic_save_onnx(graph, out_path)
+    record["file_size_bytes"] = out_path.stat().st_size
+    return record
+
+
+def _trace(model: FlowModel, path: Path, spec: ExportSpec) -> None:
+    wrapper = FlowExportWrapper(model, spec.iters, spec.lookup)
+    example = torch.rand(spec.batch, 3, spec.height, spec.width) * 255
+    dynamic_axes = None
+    if spec.dynamic:
+        axes = {0: "batch", 2: "height", 3: "width"}
+        dynamic_axes = {"image1": axes, "image2": axes, "flow": axes}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about python ints from shapes are expected
+        torch.onnx.export(
+            wrapper, (example, example.clone()), str(path), dynamo=False, opset_version=spec.opset,
+            input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )
+
+
+def _simplify(graph: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxslim
+
+    return onnxslim.slim(graph)
+
+
+def export_record(model: FlowModel, spec: ExportSpec, seconds: float, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """How the artifact was made (stored in the ONNX file and printed by the CLI)."""
+    import onnxruntime
+
+    record = {
+        "arch_id": model_identity(model),
+        "model_config": model.config(),
+        **{f"export_{k}": v for k, v in asdict(spec).items()},
+        "toolkit_version": flownas.__version__,
+        "torch_version": str(torch.__version__),
+        "onnx_version": onnx.__version__,
+        "onnxruntime_version": onnxruntime.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "export_seconds": round(seconds, 2),
+    }
+    record.update(extra or {})
+    return record
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The export record stored in an ONNX file's metadata_props (JSON values decoded)."""
+    graph = onnx.load(str(path), load_external_data=False)
+    out: dict[str, Any] = {}
+    for prop in graph.metadata_props:
+        try:
+            out[prop.key] = json.loads(prop.value)
+        except json.JSONDecodeError:
+            out[prop.key] = prop.value
+    return out
+
+
+def atomic_save_onnx(graph: onnx.ModelProto, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        onnx.save(graph, str(tmp))
