@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from export.commands import add_export_parsers, run_export, run_verify
 from flownas.fileio import atomic_write_text, parse_resolution
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _model_args(p)
     _arch_parsers(sub)
+    add_export_parsers(sub)
 
     p = sub.add_parser("extract", help="cut a static subnet out of a FlowNAS supernet checkpoint")
     p.add_argument("--supernet", required=True, help="FlowNAS supernet checkpoint (release or toolkit format)")
@@ -248,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-estimate the context encoder's BN statistics on N synthetic pairs")
     p.add_argument("--resolution", default="256x320", help="pair size for BN calibration (HxW)")
     return parser
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    return run_export(args)
+
+
+@command("verify")
+def cmd_verify(args: argparse.Namespace) -> int:
+    return run_verify(args)
 
 
 def _arch_parsers(sub: argparse._SubParsersAction) -> None:
@@ -270,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
         if args.debug:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,12 +1,11 @@
 """Static TensorRT-compatibility linter for ONNX models (pure `onnx`, no TensorRT needed).
 
-It flags what TensorRT 10/11's ONNX parser cannot import, plus known pitfalls for RAFT-style flow
-networks, before anyone spends GPU time on `trtexec`. Source of the operator table and restrictions:
-repository onnx/onnx-tensorrt, path docs/operators.md, TensorRT 10.15 revision ("TensorRT 10.15
-supports operators in the inclusive range of opset 9 to opset 24"); TensorRT 10.0's copy of that file
-documents opset 9-20. TensorRT 11's maximum opset (25) is from NVIDIA's "ONNX Opset Guide"
-(docs.nvidia.com/deeplearning/tensorrt/latest/reference/onnx-opset-guide.html). The GridSample opset
-pitfall is from the project's FACTS.md section 5.
+It flags what TensorRT 10/11's ONNX parser cannot import, plus known pitfalls for RAFT-style flow networks,
+before anyone spends GPU time on `trtexec`. Operator table and restrictions: repository onnx/onnx-tensorrt,
+path docs/operators.md, TensorRT 10.15 revision ("supports operators in the inclusive range of opset 9 to
+opset 24"; the 10.0 revision says 9 to 20). TensorRT 11's maximum opset (25): NVIDIA's ONNX Opset Guide
+(docs.nvidia.com/deeplearning/tensorrt/latest/reference/onnx-opset-guide.html). GridSample's opset>=20
+pitfall: the project's FACTS.md section 5.
 """
 from __future__ import annotations
 
@@ -43,23 +42,21 @@ Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sq
 Tanh TensorScatter ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
 """.split())
 
-_SEQ = "sequence/optional values have no TensorRT tensor equivalent"
-_STR = "TensorRT has no string type"
-_QINT = "integer-arithmetic quantized op: express quantization as QuantizeLinear/DequantizeLinear pairs"
-_TRAIN = "training-only op"
-# Rows marked "N" in the same table, with the reason we give users.
-TRT_UNSUPPORTED_OPS: dict[str, str] = {
-    **dict.fromkeys("ConcatFromSequence SequenceAt SequenceConstruct SequenceEmpty SequenceErase "
-                    "SequenceInsert SequenceLength SequenceMap SplitToSequence Optional "
-                    "OptionalGetElement OptionalHasElement".split(), _SEQ),
-    **dict.fromkeys("StringConcat StringNormalizer StringSplit RegexFullMatch TfIdfVectorizer".split(), _STR),
-    **dict.fromkeys("QLinearConv QLinearMatMul ConvInteger MatMulInteger DynamicQuantizeLinear".split(), _QINT),
-    **dict.fromkeys("NegativeLogLikelihoodLoss SoftmaxCrossEntropyLoss".split(), _TRAIN),
-    **dict.fromkeys("BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor".split(), "bitwise ops are not implemented"),
-    **dict.fromkeys("Bernoulli Multinomial".split(), "random sampling op is not implemented"),
-    **dict.fromkeys("AffineGrid CenterCropPad Col2Im Compress DFT Det ImageDecoder MaxRoiPool MaxUnpool "
-                    "MelWeightMatrix Unique".split(), "not implemented by the parser"),
+# Rows marked "N" in the same table, grouped under the reason we give users.
+_UNSUPPORTED_BY_REASON = {
+    "sequence/optional values have no TensorRT tensor equivalent": "ConcatFromSequence SequenceAt SequenceConstruct "
+    "SequenceEmpty SequenceErase SequenceInsert SequenceLength SequenceMap SplitToSequence Optional "
+    "OptionalGetElement OptionalHasElement",
+    "TensorRT has no string type": "StringConcat StringNormalizer StringSplit RegexFullMatch TfIdfVectorizer",
+    "integer-arithmetic quantized op: express quantization as QuantizeLinear/DequantizeLinear pairs":
+    "QLinearConv QLinearMatMul ConvInteger MatMulInteger DynamicQuantizeLinear",
+    "training-only op": "NegativeLogLikelihoodLoss SoftmaxCrossEntropyLoss",
+    "bitwise ops are not implemented": "BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor",
+    "random sampling op is not implemented": "Bernoulli Multinomial",
+    "not implemented by the parser": "AffineGrid CenterCropPad Col2Im Compress DFT Det ImageDecoder MaxRoiPool "
+    "MaxUnpool MelWeightMatrix Unique",
 }
+TRT_UNSUPPORTED_OPS: dict[str, str] = {op: why for why, ops in _UNSUPPORTED_BY_REASON.items() for op in ops.split()}
 # Added in TensorRT 10.15 (onnx-tensorrt CHANGELOG.md): older TensorRT 10 parsers reject them.
 TRT_RECENT_OPS = frozenset({"RMSNormalization", "RotaryEmbedding", "TensorScatter"})
 
@@ -150,11 +147,8 @@ class _Ctx:
 
 def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     """Attribute values with byte strings decoded."""
-    out = {}
-    for a in node.attribute:
-        v = helper.get_attribute_value(a)
-        out[a.name] = v.decode() if isinstance(v, bytes) else v
-    return out
+    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
 
 
 def _enum(ctx: _Ctx, node: onnx.NodeProto, where: str, attr: str, default: Any, allowed: tuple, code: str) -> None:
@@ -237,7 +231,7 @@ def _rule_inputs(ctx: _Ctx, node: onnx.NodeProto, where: str) -> None:
     if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
         value = ctx.values.get(node.input[2])
         if value is None or bool(value.any()):
-            ctx.add("error", "dropout-training", where, node, "Dropout is_training must be a False initializer")
+            ctx.add("error", "dropout-training", where, node, "Dropout training_mode must be a False initializer")
     if node.op_type == "LayerNormalization" and any(node.output[1:]):
         ctx.add("error", "layernorm-outputs", where, node, "only LayerNormalization's first output Y is supported")
 
@@ -296,10 +290,14 @@ def _iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                 yield from _iter_graphs(sub)
 
 
+def _all_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Nodes of the graph, its subgraphs and the model-local functions."""
+    return [n for g in _iter_graphs(model.graph) for n in g.node] + [n for f in model.functions for n in f.node]
+
+
 def _weights(model: onnx.ModelProto) -> list[tuple[str, TensorProto, bool]]:
     """(name, tensor, only-used-as-Slice-bounds) for every initializer and Constant value."""
-    graphs = list(_iter_graphs(model.graph))
-    nodes = [n for g in graphs for n in g.node] + [n for f in model.functions for n in f.node]
+    graphs, nodes = list(_iter_graphs(model.graph)), _all_nodes(model)
     # Slice starts/ends of INT64_MAX mean "to the end"; clamping them to int32 keeps that meaning.
     slice_bounds = {n.input[i] for n in nodes if n.op_type == "Slice" for i in (1, 2) if len(n.input) > i}
     other_uses = {name for n in nodes for i, name in enumerate(n.input) if n.op_type != "Slice" or i not in (1, 2)}
@@ -380,7 +378,7 @@ def _check_opset(ctx: _Ctx) -> None:
 def _load(path: str) -> onnx.ModelProto:
     """Read a model file or raise LintError with one line naming it."""
     if not Path(path).is_file():
-        raise LintError(f"{path}: ONNX file not found")
+        raise LintError(f"{path}: ONNX file not found (or not a regular file)")
     try:
         model = onnx.load(path)
     except Exception as exc:  # protobuf, OSError and external-data errors all mean "unreadable"
@@ -409,7 +407,7 @@ def _context(model: onnx.ModelProto, weights: list[tuple[str, TensorProto, bool]
             ranks[t.name] = len(t.dims)
     # Every Constant output counts (value_ints etc. too): the parser imports Constant nodes as weights.
     consts = {name for name, _, _ in weights}
-    consts |= {o for g in _iter_graphs(model.graph) for n in g.node if n.op_type == "Constant" for o in n.output}
+    consts |= {o for n in _all_nodes(model) if n.op_type == "Constant" for o in n.output}
     return _Ctx(opset=opset, consts=consts, values=values, ranks=ranks)
 
 

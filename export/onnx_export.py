@@ -67,8 +67,10 @@ class FlowExportWrapper(nn.Module):
 
     def __init__(self, model: FlowModel, iters: int, lookup: str = "gather") -> None:
         super().__init__()
-        self.model = model.eval()
+        self.model = model
         self.iters, self.lookup = iters, lookup
+        # torch.onnx.export restores the wrapper's mode afterwards; a fresh Module would be in train mode.
+        self.eval()
 
     def forward(self, image1: Tensor, image2: Tensor) -> Tensor:
         # x * (2/255) - 1 is one Mul and one Sub; the reference's 2*(x/255)-1 traces to three ops.

@@ -175,11 +175,13 @@ def test_missing_file_raises_one_line_lint_error(tmp_path):
     assert isinstance(info.value, ValueError)
 
 
-def test_garbage_file_raises_lint_error(tmp_path):
-    bad = tmp_path / "bad.onnx"
+def test_garbage_or_empty_file_raises_lint_error(tmp_path):
+    bad, empty = tmp_path / "bad.onnx", tmp_path / "empty.onnx"
     bad.write_text("this is not a protobuf\n" * 10)
-    with pytest.raises(LintError, match="bad.onnx"):
-        lint_onnx(bad)
+    empty.write_bytes(b"")  # parses as an empty ModelProto, so it needs its own check
+    for path in (bad, empty, tmp_path):  # tmp_path: a directory is not a model file either
+        with pytest.raises(LintError, match=path.name):
+            lint_onnx(path)
 
 
 def test_report_table_and_dict():

@@ -97,3 +97,20 @@ def test_bilinear_upsample_scales_values_and_size():
     assert up.shape == (1, 2, 32, 48)
     assert torch.allclose(up[..., 0, 0], 8 * flow[..., 0, 0]) and torch.allclose(up[..., -1, -1], 8 * flow[..., -1, -1])
     assert torch.allclose(up, 8 * F.interpolate(flow, size=(32, 48), mode="bilinear", align_corners=True))
+
+
+@pytest.mark.parametrize("batch, height, width, radius", [(2, 24, 20, 4), (1, 27, 35, 3)])
+def test_gather_lookup_equals_grid_sample_lookup(batch, height, width, radius):
+    gen = torch.Generator().manual_seed(2)
+    f1, f2 = torch.randn(batch, 16, height, width, generator=gen), torch.randn(batch, 16, height, width, generator=gen)
+    coords = coords_grid(batch, height, width) + torch.randn(batch, 2, height, width, generator=gen) * 15
+    coords[0, :, 0, 0] = torch.tensor([-100.0, 300.0])  # a window far outside the volume
+    reference = CorrPyramid(f1, f2, 4, radius)(coords)
+    gathered = CorrPyramid(f1, f2, 4, radius, lookup="gather")(coords)
+    assert gathered.shape == reference.shape
+    assert torch.allclose(gathered, reference, atol=1e-5)
+
+
+def test_unknown_lookup_is_refused():
+    with pytest.raises(ValueError, match="lookup 'bicubic'"):
+        CorrPyramid(torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 8, 8), lookup="bicubic")
