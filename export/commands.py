@@ -109,9 +109,11 @@ def _export_lint(args: argparse.Namespace) -> int:
 
 
 def _export_trt(args: argparse.Namespace) -> int:
-    from .tensorrt import build_engine, parse_profiles
+    from .tensorrt import build_engine, engine_sidecar_path, profiles_from_specs
 
-    profiles = parse_profiles(args.min_shapes, args.opt_shapes, args.max_shapes)
+    if (args.opt_shapes or args.max_shapes) and not args.min_shapes:
+        raise ValueError("--opt/--max shapes need --min shapes too")
+    profiles = profiles_from_specs(args.min_shapes, args.opt_shapes, args.max_shapes) if args.min_shapes else None
     meta = read_metadata(args.onnx)
     record = build_engine(args.onnx, args.out, precision=args.precision, profiles=profiles,
                           workspace_mb=args.workspace_mb, timing_cache=args.timing_cache)
@@ -122,8 +124,11 @@ def _export_trt(args: argparse.Namespace) -> int:
     print(f"TensorRT ({args.precision}) vs ONNX Runtime:\n{report.summary()}")
     if not report.ok:
         Path(args.out).unlink(missing_ok=True)
+        engine_sidecar_path(args.out).unlink(missing_ok=True)
         raise VerificationError(f"{args.out}: engine flow differs from ONNX Runtime; engine removed")
-    print(f"wrote {args.out} (built in {record.get('build_seconds', float('nan')):.1f} s)")
+    record["verification"] = {"reference": "onnxruntime-cpu", **report.to_dict()}
+    atomic_write_text(engine_sidecar_path(args.out), json.dumps(record, indent=2, default=str))
+    print(f"wrote {args.out} (built in {record['build_time_s']:.1f} s) and {engine_sidecar_path(args.out)}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 TensorRT 11 removed the FP16/BF16/INT8 builder flags: reduced precision now comes only from the types
 written in the network itself (a "strongly typed" network; NVIDIA points to ModelOpt AutoCast for the
-ONNX rewrite, see docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-patterns.html).
+ONNX rewrite: docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-patterns.html).
 This module does that rewrite with one simple, safe rule instead of a tuned autocast:
 
 * only ``Conv`` nodes (and a ``Relu``/``Sigmoid``/``Tanh``/``LeakyRelu`` directly after one) compute in fp16:
@@ -127,7 +127,8 @@ def fp16_summary(model: onnx.ModelProto) -> dict:
 _FLOAT_NAMES = {TensorProto.FLOAT16: "fp16", TensorProto.FLOAT: "fp32"}
 
 
-def _plan_convs(model: onnx.ModelProto, keep: KeepPredicate, keep_reason: str) -> tuple[set[str], dict[str, str]]:
+def _plan_convs(model: onnx.ModelProto, keep: KeepPredicate,
+                keep_reason: str) -> tuple[set[str], dict[str, str]]:
     """Split Conv nodes (by first output) into those to convert and those kept fp32 with a reason."""
     graph = model.graph
     types = _elem_types(model)

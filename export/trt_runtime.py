@@ -1,11 +1,9 @@
 """Run a serialized TensorRT engine with numpy in and out; no torch (deployment targets lack it).
 
-TensorRT 10 removed the binding-index API, so every IO tensor is addressed by name: `set_input_shape`,
-`set_tensor_address`, `execute_async_v3`. Buffers, streams and events come from cuda-python, as in NVIDIA's
-current TensorRT Python samples (`samples/python/common_runtime.py`: `cudaMalloc`, `cudaMemcpyAsync`,
-`cudaStreamSynchronize`, each call returning `(err, *results)`), with pycuda as the fallback.
-Host staging buffers are page-locked so host<->device copies run at full speed and are really asynchronous,
-which is what `time_phases` measures (trtexec also uses pinned host memory).
+TensorRT 10 removed the binding-index API: IO tensors are addressed by name (`set_input_shape`,
+`set_tensor_address`, `execute_async_v3`). Buffers, streams and events come from cuda-python as in NVIDIA's
+TensorRT Python samples (`samples/python/common_runtime.py`: each call returns `(err, *results)`), else pycuda.
+Host buffers are page-locked so copies are truly asynchronous and run at full speed, as trtexec's do.
 """
 from __future__ import annotations
 
@@ -105,9 +103,10 @@ class _CudaPython:
         # int(obj) is deprecated in cuda-bindings 13 in favour of get_cuda_native_handle (13.0.0 release notes).
         try:
             from cuda.bindings.utils import get_cuda_native_handle
-        except ImportError:
+
+            return int(get_cuda_native_handle(stream))
+        except (ImportError, TypeError):  # older bindings: no utils module, or no getter for this type
             return int(stream)
-        return int(get_cuda_native_handle(stream))
 
     def event_create(self) -> Any:
         return self._call("cudaEventCreate", self.rt.cudaEventCreate())
@@ -224,9 +223,8 @@ def cuda_backend(prefer: str | None = None) -> CudaBackend:
     """A CUDA adapter: cuda-python if importable, else pycuda (`prefer` forces one of the two)."""
     if prefer not in _BACKENDS:
         raise ValueError(f"unknown CUDA binding {prefer!r}: choose 'cuda-python' or 'pycuda'")
-    order = _BACKENDS[prefer]
     missing = []
-    for backend in order:
+    for backend in _BACKENDS[prefer]:
         try:
             return backend()
         except ImportError as exc:
@@ -242,6 +240,8 @@ def gpu_info() -> dict[str, Any] | None:
         return None
     try:
         return backend.device_info()
+    except CudaError:
+        return None
     finally:
         backend.close()
 
@@ -281,30 +281,38 @@ class TrtRunner:
         self.engine_path = Path(engine_path)
         self._prefer = cuda
         self._active = False
+        self.input_names: list[str] = []    # engine IO tensor names, filled by activate()
+        self.output_names: list[str] = []
 
-    # -- lifecycle ---------------------------------------------------------------------------------
     def activate(self) -> "TrtRunner":
         """Deserialize the engine, create the context, a stream, timing events and per-tensor buffers."""
         if self._active:
             return self
         trt = import_tensorrt()
+        plan = self.engine_path.read_bytes()
         self.cuda = cuda_backend(self._prefer)
         self._trt, self._logger = trt, trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
-        self.context = self.engine.create_execution_context() if self.engine is not None else None
-        if self.context is None:
-            self.cuda.close()
-            raise RuntimeError(f"TensorRT could not load {self.engine_path} (built by another TensorRT version "
-                               "or for another GPU?)")
-        self.stream = self.cuda.stream_create()
-        self._events = [self.cuda.event_create() for _ in range(4)]
-        self.tensors = {t.name: t for t in self._describe_tensors()}
-        for tensor in self.tensors.values():
-            if all(d >= 0 for d in tensor.engine_shape):
-                tensor.shape = tensor.engine_shape
-                self._reserve(tensor, tensor.nbytes)
-        self._active = True
+        self.stream, self._events, self.tensors = None, [], {}
+        self._active = True  # from here on, deactivate() undoes whatever part of the set-up happened
+        try:
+            self._runtime = trt.Runtime(self._logger)
+            self.engine = self._runtime.deserialize_cuda_engine(plan)
+            self.context = self.engine.create_execution_context() if self.engine is not None else None
+            if self.context is None:
+                raise RuntimeError(f"TensorRT could not load {self.engine_path} (built by another TensorRT "
+                                   "version or for another GPU?)")
+            self.stream = self.cuda.stream_create()
+            self._events = [self.cuda.event_create() for _ in range(4)]
+            self.tensors = {t.name: t for t in self._describe_tensors()}
+            self.input_names = [t.name for t in self.tensors.values() if t.is_input]
+            self.output_names = [t.name for t in self.tensors.values() if not t.is_input]
+            for tensor in self.tensors.values():
+                if all(d >= 0 for d in tensor.engine_shape):
+                    tensor.shape = tensor.engine_shape
+                    self._reserve(tensor, tensor.nbytes)
+        except BaseException:
+            self.deactivate()
+            raise
         return self
 
     def deactivate(self) -> None:
@@ -316,8 +324,9 @@ class TrtRunner:
             self._release(tensor)
         for event in self._events:
             self.cuda.event_destroy(event)
-        self.cuda.stream_destroy(self.stream)
-        del self.context, self.engine, self._runtime
+        if self.stream is not None:
+            self.cuda.stream_destroy(self.stream)
+        self.context = self.engine = self._runtime = None
         self.cuda.close()
 
     def __enter__(self) -> "TrtRunner":
@@ -325,15 +334,6 @@ class TrtRunner:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.deactivate()
-
-    # -- inference ---------------------------------------------------------------------------------
-    @property
-    def input_names(self) -> list[str]:
-        return [t.name for t in self._require_active().tensors.values() if t.is_input]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [t.name for t in self._require_active().tensors.values() if not t.is_input]
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Copy `feeds` in, run the engine once, return every output by name (synchronous)."""
@@ -352,17 +352,15 @@ class TrtRunner:
     def _run(self, feeds: dict[str, np.ndarray], timed: bool) -> None:
         self._require_active()
         self._stage_inputs(feeds)
-        inputs = [t for t in self.tensors.values() if t.is_input]
-        outputs = [t for t in self.tensors.values() if not t.is_input]
         mark = (lambda i: self.cuda.event_record(self._events[i], self.stream)) if timed else (lambda i: None)
         mark(0)
-        for tensor in inputs:
+        for tensor in (t for t in self.tensors.values() if t.is_input):
             self.cuda.memcpy_htod_async(tensor.device, tensor.host, tensor.nbytes, self.stream)
         mark(1)
         if not self.context.execute_async_v3(self.cuda.stream_handle(self.stream)):
             raise RuntimeError(f"execute_async_v3 failed for {self.engine_path.name} (see TensorRT's log)")
         mark(2)
-        for tensor in outputs:
+        for tensor in (t for t in self.tensors.values() if not t.is_input):
             self.cuda.memcpy_dtoh_async(tensor.host, tensor.device, tensor.nbytes, self.stream)
         mark(3)
         self.cuda.stream_sync(self.stream)
@@ -402,17 +400,12 @@ class TrtRunner:
                              f"(allowed {tuple(low)} .. {tuple(high)})")
         tensor.shape = tuple(shape)
 
-    # -- buffers -----------------------------------------------------------------------------------
     def _describe_tensors(self) -> list[_Tensor]:
         trt, engine = self._trt, self.engine
-        tensors = []
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            tensors.append(_Tensor(
-                name=name, is_input=engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
-                dtype=np.dtype(trt.nptype(engine.get_tensor_dtype(name))),
-                engine_shape=tuple(engine.get_tensor_shape(name))))
-        return tensors
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        return [_Tensor(name, engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+                        np.dtype(trt.nptype(engine.get_tensor_dtype(name))), tuple(engine.get_tensor_shape(name)))
+                for name in names]
 
     def _reserve(self, tensor: _Tensor, nbytes: int) -> None:
         """Grow the tensor's device and pinned host buffers to `nbytes` (never shrink: shapes come and go)."""

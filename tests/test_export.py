@@ -136,3 +136,25 @@ def test_cli_export_unknown_arch(published_keys, tmp_path, capsys):
     torch.save(random_published_state(published_keys, "flownas"), supernet)
     code = cli.main(["export", "onnx", "--supernet", str(supernet), "--arch", "nope", "--out", str(tmp_path / "x.onnx")])
     assert code == 2 and "unknown architecture 'nope'" in capsys.readouterr().err
+
+
+def test_cli_trt_without_tensorrt_is_one_clear_error(raft_small, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here: the missing-TensorRT path cannot be exercised")
+    except ImportError:
+        pass
+    path = tmp_path / "m.onnx"
+    export_onnx(raft_small, path, ExportSpec(128, 128, iters=1))
+    code = cli.main(["export", "trt", str(path), "--out", str(tmp_path / "m.engine")])
+    err = capsys.readouterr().err
+    assert code == 2 and "TensorRT is not installed" in err and err.count("\n") == 1
+    assert not (tmp_path / "m.engine").exists()
+
+
+def test_cli_lint_reports_and_sets_exit_code(raft_small, tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    export_onnx(raft_small, path, ExportSpec(128, 128, iters=1))
+    assert cli.main(["export", "lint", str(path)]) == 0
+    assert "0 error(s)" in capsys.readouterr().out

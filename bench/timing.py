@@ -1,0 +1,82 @@
+"""The timing protocol: warm-up by time and count, then a measured count or duration; robust statistics.
+
+CPU work is timed with `time.perf_counter`. GPU runners time with CUDA events and synchronise (see the
+runners); this module only turns samples into statistics and schedules the runs.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+# trtexec warns when the coefficient of variation of GPU compute time exceeds 1%; CPU timings on a shared
+# 2-core machine are noisier, so we flag above 5% there.
+CV_WARN_GPU, CV_WARN_CPU = 0.01, 0.05
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Statistics of one timed quantity, all in milliseconds."""
+
+    count: int
+    min_ms: float
+    mean_ms: float
+    median_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    std_ms: float
+    cv: float  # coefficient of variation: std / mean
+
+    @property
+    def throughput_per_s(self) -> float:
+        return 1000.0 / self.median_ms if self.median_ms > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, float]:
+        return {**asdict(self), "throughput_per_s": self.throughput_per_s}
+
+    def unstable(self, threshold: float = CV_WARN_CPU) -> bool:
+        return self.cv > threshold
+
+
+def summarize(samples_ms: list[float] | np.ndarray) -> TimingStats:
+    """Statistics of a sequence of timings (ms). Percentiles use linear interpolation (numpy default)."""
+    values = np.asarray(samples_ms, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no timing samples to summarise")
+    mean = float(values.mean())
+    std = float(values.std(ddof=1)) if values.size > 1 else 0.0
+    p90, p95, p99 = (float(np.percentile(values, q)) for q in (90, 95, 99))
+    return TimingStats(int(values.size), float(values.min()), mean, float(statistics.median(values)), p90, p95, p99,
+                       float(values.max()), std, std / mean if mean > 0 else 0.0)
+
+
+def warm_up(fn: Callable[[], object], min_runs: int = 2, min_seconds: float = 0.0) -> int:
+    """Run `fn` until both `min_runs` calls and `min_seconds` have passed; returns the number of calls."""
+    start, runs = time.perf_counter(), 0
+    while runs < min_runs or time.perf_counter() - start < min_seconds:
+        fn()
+        runs += 1
+    return runs
+
+
+def time_interleaved(fns: Mapping[str, Callable[[], object]], runs: int = 5, min_seconds: float = 0.0,
+                     warmup_runs: int = 1, warmup_seconds: float = 0.0) -> dict[str, TimingStats]:
+    """Time several callables in alternation (A B C A B C ...), so drift and noise hit all of them alike.
+
+    Runs at least `runs` rounds and keeps going until `min_seconds` of measuring have passed.
+    """
+    for fn in fns.values():
+        warm_up(fn, warmup_runs, warmup_seconds)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    while len(next(iter(samples.values()))) < runs or time.perf_counter() - start < min_seconds:
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: summarize(values) for name, values in samples.items()}
