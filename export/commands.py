@@ -9,7 +9,8 @@ from typing import Any
 
 from flownas.fileio import atomic_path, atomic_write_text, parse_resolution
 
-from .onnx_export import DEFAULT_OPSET, ExportSpec, export_onnx, read_metadata
+from .metadata import read_metadata
+from .onnx_export import DEFAULT_OPSET, ExportSpec, export_onnx
 from .verify import (DEFAULT_TOLERANCE_EPE, VerificationError, artifact_kind, engine_flow_fn, onnx_flow_fn,
                      torch_flow_fn, verification_pairs, verify)
 

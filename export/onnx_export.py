@@ -24,6 +24,8 @@ import flownas
 from flownas.fileio import atomic_path
 from flownas.models import FlowModel
 
+from .metadata import read_metadata  # noqa: F401  (re-exported for callers of the exporter)
+
 # GridSample exists from opset 16; TensorRT's parser mishandles its modes from opset 20 (FACTS §5).
 MIN_OPSET, MAX_TRT_OPSET, DEFAULT_OPSET = 16, 19, 17
 INPUT_NAMES, OUTPUT_NAMES = ("image1", "image2"), ("flow",)
@@ -145,18 +147,6 @@ def export_record(model: FlowModel, spec: ExportSpec, seconds: float, extra: dic
     }
     record.update(extra or {})
     return record
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The export record stored in an ONNX file's metadata_props (JSON values decoded)."""
-    graph = onnx.load(str(path), load_external_data=False)
-    out: dict[str, Any] = {}
-    for prop in graph.metadata_props:
-        try:
-            out[prop.key] = json.loads(prop.value)
-        except json.JSONDecodeError:
-            out[prop.key] = prop.value
-    return out
 
 
 def atomic_save_onnx(graph: onnx.ModelProto, path: Path) -> None:

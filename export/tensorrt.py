@@ -29,6 +29,7 @@ import onnx
 
 from flownas.fileio import atomic_write_bytes
 
+from .metadata import decode_metadata
 from .precision import PRECISION_KEY, PRECISION_VALUE, fp16_summary, to_fp16_strongly_typed
 from .trt_runtime import TensorRTUnavailable, gpu_info, import_tensorrt
 
@@ -157,7 +158,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     gpu = _gpu_record()
     start = time.perf_counter()
     model = onnx.load(str(onnx_path))
-    onnx_meta = _decode_metadata(model)
+    onnx_meta = decode_metadata(model)
     model_bytes, summary = _network_source(model, onnx_path, precision)
     strongly_typed = precision == "fp16" or _major(trt) >= 11
     serialized, inputs, outputs, used_profiles = _build(
@@ -219,7 +220,7 @@ def _torch_gpu() -> dict[str, Any] | None:
 
 def _network_source(model: onnx.ModelProto, onnx_path: Path, precision: str) -> tuple[bytes, dict | None]:
     """The ONNX bytes TensorRT parses for this precision, and the fp16/fp32 node summary for fp16."""
-    rewritten = _decode_metadata(model).get(PRECISION_KEY) == PRECISION_VALUE
+    rewritten = decode_metadata(model).get(PRECISION_KEY) == PRECISION_VALUE
     if precision == "fp32":
         if rewritten:
             raise ValueError(f"{onnx_path} was rewritten for fp16 ({PRECISION_KEY} = {PRECISION_VALUE}); "
@@ -320,17 +321,6 @@ def _dtype_name(trt: Any, dtype: Any) -> str:
         return np.dtype(trt.nptype(dtype)).name
     except (TypeError, KeyError):
         return str(getattr(dtype, "name", dtype)).lower()
-
-
-def _decode_metadata(model: onnx.ModelProto) -> dict[str, Any]:
-    """metadata_props with JSON values decoded (the convention of export/onnx_export.py's records)."""
-    out: dict[str, Any] = {}
-    for prop in model.metadata_props:
-        try:
-            out[prop.key] = json.loads(prop.value)
-        except json.JSONDecodeError:
-            out[prop.key] = prop.value
-    return out
 
 
 def _major(trt: Any) -> int:
