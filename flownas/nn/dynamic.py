@@ -164,6 +164,14 @@ class SuperEncoder(nn.Module):
         head.point_linear = DynamicConvLayer(DynamicPointConv(max_width, output_dim), None, False)
         self.last_conv = head
         self.active_arch = space.largest()
+        self._zero_init_last_norms()
+
+    def _zero_init_last_norms(self) -> None:
+        """Each block starts as its shortcut: the last BN scale is zero, as in the FlowNAS release."""
+        for block in self.blocks:
+            norm = block.mobile_inverted_conv.point_linear.bn
+            if isinstance(norm, DynamicBatchNorm):
+                nn.init.zeros_(norm.bn.weight)
 
     def _build_slots(self) -> list[DynamicMBBlock]:
         space, slots = self.space, []
