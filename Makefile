@@ -21,5 +21,10 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# The standard benchmark suite on this machine (RAFT, raft-s, raft-k at 384x512, 12 iterations, PyTorch eager
+# vs ONNX Runtime CPU, measured interleaved): reports in bench/results/suite/.
+bench: setup
+	$(PY) -m bench.suite
+
 clean:
 	rm -rf outputs .pytest_cache

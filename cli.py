@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from bench.commands import add_bench_parser, run_bench
 from export.commands import add_export_parsers, run_export, run_verify
 from flownas.fileio import atomic_write_text, parse_resolution
 
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _arch_parsers(sub)
     add_export_parsers(sub)
+    add_bench_parser(sub)
 
     p = sub.add_parser("extract", help="cut a static subnet out of a FlowNAS supernet checkpoint")
     p.add_argument("--supernet", required=True, help="FlowNAS supernet checkpoint (release or toolkit format)")
@@ -255,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
     return run_export(args)
+
+
+@command("bench")
+def cmd_bench(args: argparse.Namespace) -> int:
+    return run_bench(args)
 
 
 @command("verify")

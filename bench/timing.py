@@ -12,6 +12,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+Clock = Callable[[], float]  # seconds, monotonic (time.perf_counter); tests pass a fake one
+
 # trtexec warns when the coefficient of variation of GPU compute time exceeds 1%; CPU timings on a shared
 # 2-core machine are noisier, so we flag above 5% there.
 CV_WARN_GPU, CV_WARN_CPU = 0.01, 0.05
@@ -44,7 +46,11 @@ class TimingStats:
 
 
 def summarize(samples_ms: list[float] | np.ndarray) -> TimingStats:
-    """Statistics of a sequence of timings (ms). Percentiles use linear interpolation (numpy default)."""
+    """Statistics of a sequence of timings (ms). Percentiles use linear interpolation (numpy default).
+
+    trtexec reports the nearest-rank sample instead; the two differ by less than one gap between neighbouring
+    sorted samples. The standard deviation (and so the CV) is the sample one (ddof=1).
+    """
     values = np.asarray(samples_ms, dtype=np.float64)
     if values.size == 0:
         raise ValueError("no timing samples to summarise")
@@ -55,13 +61,47 @@ def summarize(samples_ms: list[float] | np.ndarray) -> TimingStats:
                        float(values.max()), std, std / mean if mean > 0 else 0.0)
 
 
-def warm_up(fn: Callable[[], object], min_runs: int = 2, min_seconds: float = 0.0) -> int:
-    """Run `fn` until both `min_runs` calls and `min_seconds` have passed; returns the number of calls."""
-    start, runs = time.perf_counter(), 0
-    while runs < min_runs or time.perf_counter() - start < min_seconds:
+def warm_up(fn: Callable[[], object], min_runs: int = 2, min_seconds: float = 0.0,
+            clock: Clock = time.perf_counter) -> int:
+    """Run `fn` until both `min_runs` calls and `min_seconds` have passed; returns the number of calls.
+
+    Both conditions, as trtexec's `--warmUp` (time) and Polygraphy's `--warm-up` (count): a count alone is
+    too short for a fast model to reach steady clocks and caches, a time alone may run a slow model zero times.
+    """
+    start, runs = clock(), 0
+    while runs < min_runs or clock() - start < min_seconds:
         fn()
         runs += 1
     return runs
+
+
+def run_rounds(steps: Mapping[str, Callable[[], Mapping[str, float]]], runs: int = 5, min_seconds: float = 0.0,
+               clock: Clock = time.perf_counter) -> dict[str, list[dict[str, float]]]:
+    """Call the steps in alternation (A B C A B C ...) for at least `runs` rounds and `min_seconds`.
+
+    Each step performs one measured run and returns its samples (e.g. `{"latency_ms": 12.3}`); the samples of
+    every round are returned per step, in order. Alternating makes slow drift (thermal, other processes) hit
+    every step alike, so ratios between them come from one run.
+    """
+    if not steps:
+        raise ValueError("nothing to time: no steps given")
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in steps}
+    start, done = clock(), 0
+    while done < runs or clock() - start < min_seconds:
+        for name, step in steps.items():
+            samples[name].append(dict(step()))
+        done += 1
+    return samples
+
+
+def host_timed(fn: Callable[[], object], clock: Clock = time.perf_counter) -> Callable[[], dict[str, float]]:
+    """A step for `run_rounds` that times one call of `fn` on the host clock, in ms."""
+    def step() -> dict[str, float]:
+        t0 = clock()
+        fn()
+        return {"latency_ms": (clock() - t0) * 1e3}
+
+    return step
 
 
 def time_interleaved(fns: Mapping[str, Callable[[], object]], runs: int = 5, min_seconds: float = 0.0,
@@ -72,11 +112,5 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], runs: int = 5, min
     """
     for fn in fns.values():
         warm_up(fn, warmup_runs, warmup_seconds)
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    start = time.perf_counter()
-    while len(next(iter(samples.values()))) < runs or time.perf_counter() - start < min_seconds:
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            samples[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: summarize(values) for name, values in samples.items()}
+    samples = run_rounds({name: host_timed(fn) for name, fn in fns.items()}, runs, min_seconds)
+    return {name: summarize([s["latency_ms"] for s in values]) for name, values in samples.items()}

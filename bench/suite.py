@@ -1,0 +1,95 @@
+"""The standard benchmark suite (`make bench`): RAFT large, raft-s and raft-k at 384x512, 12 iterations,
+PyTorch eager against ONNX Runtime on the CPU, all six runners measured interleaved in one run.
+
+    python -m bench.suite                                     # the standard suite -> bench/results/suite/
+    python -m bench.suite --models raft-small --resolution 128x128 --iters 2 --runs 2   # quick: outputs/bench/suite
+
+The ONNX files are made with the toolkit's default export (`export_onnx`, gather lookup) into a temporary
+folder. Weights are untrained (seeded): speed does not depend on weight values. On a 2-core CPU one RAFT
+forward at 384x512 with 12 iterations takes about 2 s eager (raft-k about 4 s), so the defaults are one
+warm-up run and ten measured rounds of six runners (~16 s a round): about four minutes in all, exports included.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from flownas.fileio import parse_resolution
+
+from .commands import MODEL_CHOICES, UNTRAINED_NOTE, untrained_model
+from .protocol import TimingConfig, compare, make_feeds
+from .report import markdown, write_reports
+from .runners import BenchError, export_temp_onnx, make_runner
+
+SUITE_MODELS = ("raft", "raft-s", "raft-k")
+SUITE_BACKENDS = ("torch-cpu", "ort-cpu")
+RESULTS = Path(__file__).resolve().parent / "results" / "suite"
+SCRATCH = Path("outputs") / "bench" / "suite"  # shrunk runs must not overwrite the standard results
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.suite", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(SUITE_MODELS), help=f"comma-separated, from {MODEL_CHOICES}")
+    parser.add_argument("--resolution", default="384x512", help="HxW (default 384x512)")
+    parser.add_argument("--iters", type=int, default=12, help="update iterations (default 12)")
+    parser.add_argument("--runs", type=int, default=10, help="measured rounds (default 10)")
+    parser.add_argument("--warmup-runs", type=int, default=1, help="warm-up runs per runner (default 1)")
+    parser.add_argument("--warmup-s", type=float, default=1.0, help="warm-up seconds per runner (default 1)")
+    parser.add_argument("--threads", type=int, help="CPU threads for both backends (default: torch's default)")
+    parser.add_argument("--out", help=f"report folder (default: bench/results/suite for the standard models, "
+                        f"resolution and iterations, else {SCRATCH})")
+    args = parser.parse_args(argv)
+    standard = (args.models, args.resolution, args.iters) == (",".join(SUITE_MODELS), "384x512", 12)
+    args.out = args.out or str(RESULTS if standard else SCRATCH)
+    return args
+
+
+def run_suite(args: argparse.Namespace) -> dict[str, Path]:
+    """Export each model, measure every model x backend interleaved, write the reports; their paths."""
+    import torch
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODEL_CHOICES]
+    if unknown or not models:
+        raise BenchError(f"unknown suite model(s) {unknown}: choose from {', '.join(MODEL_CHOICES)}")
+    height, width = parse_resolution(args.resolution)
+    config = TimingConfig(args.warmup_runs, args.warmup_s, args.runs).validate()
+    threads = args.threads or torch.get_num_threads()  # the same count for both backends: a fair comparison
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-suite-") as tmp:
+        runners = {}
+        for name in models:
+            model = untrained_model(name)
+            onnx = export_temp_onnx(model, (height, width), args.iters, tmp, name)
+            for backend in SUITE_BACKENDS:
+                runners[f"{name}/{backend}"] = make_runner(backend, onnx=onnx, model=model, iters=args.iters,
+                                                           threads=threads, model_name=name)
+        print(f"exported {len(models)} model(s) in {time.perf_counter() - start:.0f} s; measuring "
+              f"{len(runners)} runners interleaved ({config.warmup_runs} warm-up, {config.runs} rounds)", flush=True)
+        results = compare(runners, make_feeds(height, width), config,
+                          meta={"resolution": f"{height}x{width}", "iters": args.iters})
+    title = (f"Benchmark suite: {', '.join(models)} at {height}x{width}, {args.iters} iterations, "
+             "PyTorch eager vs ONNX Runtime CPU")
+    notes = [UNTRAINED_NOTE, "ONNX files from the default export (export_onnx, gather lookup); eager PyTorch runs "
+             "the model's own forward (grid_sample lookup): the max abs diff column shows they agree.",
+             f"Wall time of the suite: {time.perf_counter() - start:.0f} s."]
+    paths = write_reports(results, args.out, title, baseline="torch-cpu", notes=notes)
+    print(markdown(results, title, "torch-cpu", notes))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        run_suite(parse_args(argv))
+    except BenchError as exc:
+        print(f"error: {exc}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
