@@ -102,23 +102,59 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 @command("demo")
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The workflow end to end on CPU: flow on a synthetic pair, then supernet -> subnet -> ONNX -> benchmark."""
+    out = Path(args.out)
+    _demo_flow(args, out)
+    size, iters = f"{args.height}x{args.width}", str(args.iters)
+    supernet = _demo_supernet(out / "supernet.pt", args.seed)
+    steps = [
+        ("extract the raft-k subnet", ["extract", "--supernet", supernet, "--arch", "raft-k",
+                                       "--out", str(out / "raft-k.pt"), "--calibrate-bn", "2", "--resolution", size]),
+        ("export it to ONNX and verify", ["export", "onnx", "--weights", str(out / "raft-k.pt"), "--resolution", size,
+                                          "--iters", iters, "--out", str(out / "raft-k.onnx")]),
+        ("lint the ONNX file for TensorRT", ["export", "lint", str(out / "raft-k.onnx")]),
+        ("benchmark PyTorch eager vs ONNX Runtime", ["bench", "--weights", str(out / "raft-k.pt"),
+                                                      "--backend", "torch-cpu,ort-cpu", "--resolution", size,
+                                                      "--iters", iters, "--runs", "3", "--out", str(out / "bench")]),
+    ]
+    for title, argv in steps:
+        print(f"\n== {title}: flownas {' '.join(argv)}")
+        code = COMMANDS[argv[0]](build_parser().parse_args(argv))
+        if code:
+            return code
+    print(f"\ndemo done: everything is in {out}/")
+    return 0
+
+
+def _demo_flow(args: argparse.Namespace, out: Path) -> None:
     from flownas.data.flow_io import write_flow
     from flownas.data.synthetic import make_pair
     from flownas.data.viz import save_flow_image
     from flownas.inference import estimate_flow
     from flownas.metrics import flow_metrics
 
-    out = Path(args.out)
+    print(f"== flow on a synthetic {args.height}x{args.width} pair with exact ground truth (seed {args.seed})")
     pair = make_pair(args.height, args.width, seed=args.seed)
     model = _load(args)
     flow = estimate_flow(model, pair["image1"], pair["image2"], iters=args.iters, device=args.device)
     write_flow(out / "flow.flo", flow)
     save_flow_image(out / "flow.png", flow)
     save_flow_image(out / "flow_gt.png", pair["flow"])
-    metrics = flow_metrics(flow, pair["flow"], pair["valid"])
-    print(f"synthetic {args.height}x{args.width} pair (seed {args.seed}): EPE {metrics['epe']:.3f} px")
-    print(f"wrote {out / 'flow.flo'}, {out / 'flow.png'} and the ground truth picture {out / 'flow_gt.png'}")
-    return 0
+    print(f"EPE {flow_metrics(flow, pair['flow'], pair['valid'])['epe']:.3f} px; wrote {out / 'flow.flo'}, "
+          f"{out / 'flow.png'} and the ground-truth picture {out / 'flow_gt.png'}")
+
+
+def _demo_supernet(path: Path, seed: int) -> str:
+    """An untrained FlowNAS supernet checkpoint (no weights can be downloaded here)."""
+    import torch
+
+    from flownas.models import FlowNASSupernet
+    from flownas.weights import save_checkpoint
+
+    torch.manual_seed(seed)
+    save_checkpoint(path, FlowNASSupernet(), {"note": "untrained supernet made by `flownas demo`"})
+    print(f"\n== an untrained FlowNAS supernet: {path}")
+    return str(path)
 
 
 @command("arch")

@@ -132,3 +132,16 @@ def test_evaluate_on_real_middlebury_counts_known_pixels(rubberwhale, small_weig
     row = pd.read_csv(out).iloc[0]
     assert row["n_valid"] == valid.sum() < valid.size  # unknown pixels are excluded
     assert np.isfinite(row["epe"])
+
+
+def test_demo_runs_the_workflow_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--height", "128", "--width", "128", "--iters", "1"]) == 0
+    flow, _ = read_flow(out / "flow.flo")
+    assert flow.shape == (128, 128, 2)
+    raw = torch.load(out / "raft-k.pt", weights_only=True)
+    assert raw["model"]["arch"] == resolve_arch("raft-k").to_dict()
+    record = json.loads((out / "raft-k.json").read_text())
+    assert record["verification"]["128x128"]["ok"]
+    rows = pd.read_csv(out / "bench" / "results.csv")
+    assert set(rows["backend"]) == {"torch-cpu", "ort-cpu"}
