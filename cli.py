@@ -165,18 +165,14 @@ def cmd_arch(args: argparse.Namespace) -> int:
 def _arch_show(args: argparse.Namespace) -> int:
     import torch
 
-    from flownas.arch import SearchSpace, resolve_arch
+    from flownas.arch import ArchConfig, SearchSpace
     from flownas.complexity import count_macs, count_parameters
-    from flownas.weights import build_model
+    from flownas.weights import build_model, named_config
 
     space = SearchSpace.from_file(args.space) if args.space else SearchSpace.flownas()
     height, width = parse_resolution(args.resolution)
-    if args.spec in ("raft", "raft-large", "raft-small"):
-        config: dict[str, Any] = {"family": "raft", "variant": "small" if args.spec == "raft-small" else "large"}
-        arch = None
-    else:
-        arch = resolve_arch(args.spec, space)
-        config = {"family": "flownas", "arch": arch.to_dict(), "space": space.to_dict()}
+    config = named_config(args.spec, space)
+    arch = ArchConfig.from_dict(config["arch"]) if "arch" in config else None
     with torch.device("meta"):
         params = count_parameters(build_model(config))
     macs = count_macs(config, height, width, args.iters)

@@ -62,21 +62,6 @@ def parse_backends(text: str) -> list[str]:
     return [check_backend(b) for b in dict.fromkeys(names)]
 
 
-def untrained_model(name: str) -> Any:
-    """A seeded, untrained model: RAFT large / small or a FlowNAS subnet by name (raft-s, raft-k, ...)."""
-    import torch
-
-    from flownas.arch import resolve_arch
-    from flownas.models import RAFT, FlowNASNet
-
-    torch.manual_seed(0)
-    if name in ("raft", "raft-large"):
-        return RAFT().eval()
-    if name == "raft-small":
-        return RAFT(small=True).eval()
-    return FlowNASNet(resolve_arch(name)).eval()
-
-
 def run_bench(args: argparse.Namespace) -> int:
     """Check the arguments, build the runners, measure them interleaved, write and print the reports."""
     backends = parse_backends(args.backend)
@@ -166,6 +151,8 @@ def _source_model(args: argparse.Namespace, backends: list[str],
 
         model = load_model(args.weights, arch=args.arch)
     else:
+        from flownas.weights import untrained_model
+
         model = untrained_model(args.model)
         notes.append(UNTRAINED_NOTE)
     if meta.get("arch_id"):  # --onnx/--engine with --model: the two must be the same architecture

@@ -22,22 +22,12 @@ import onnxruntime as ort
 import torch
 
 from export.onnx_export import ExportSpec, export_onnx
-from flownas.arch import resolve_arch
 from flownas.fileio import atomic_write_text, parse_resolution
-from flownas.models import RAFT, FlowModel, FlowNASNet
+from flownas.weights import untrained_model
 
 from .timing import time_interleaved
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def build(name: str) -> FlowModel:
-    torch.manual_seed(0)
-    if name in ("raft", "raft-large"):
-        return RAFT().eval()
-    if name == "raft-small":
-        return RAFT(small=True).eval()
-    return FlowNASNet(resolve_arch(name)).eval()
 
 
 def session(path: Path, threads: int, profile: bool = False) -> ort.InferenceSession:
@@ -69,7 +59,7 @@ def op_breakdown(path: Path, feeds: dict[str, np.ndarray], threads: int, runs: i
 
 
 def bench_model(name: str, height: int, width: int, iters: int, runs: int, workdir: Path) -> dict[str, Any]:
-    model = build(name)
+    model = untrained_model(name)
     threads = torch.get_num_threads()
     gen = torch.Generator().manual_seed(0)
     image1 = torch.rand(1, 3, height, width, generator=gen) * 255

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Sequence
 
 from flownas.fileio import parse_resolution
+from flownas.weights import untrained_model
 
-from .commands import MODEL_CHOICES, UNTRAINED_NOTE, untrained_model
+from .commands import MODEL_CHOICES, UNTRAINED_NOTE
 from .protocol import TimingConfig, compare, make_feeds
 from .report import markdown, write_reports
 from .runners import BenchError, export_temp_onnx, make_runner

@@ -188,6 +188,20 @@ def build_model(config: Mapping[str, Any], source: str = "config") -> FlowModel:
     raise WeightsError(f"{source}: unknown model family {family!r} (expected raft, flownas-supernet or flownas)")
 
 
+def named_config(name: str, space: SearchSpace | None = None) -> dict[str, Any]:
+    """Model config for a name: `raft`/`raft-large`, `raft-small`, or any FlowNAS architecture spec."""
+    if name in ("raft", "raft-large", "raft-small"):
+        return {"family": "raft", "variant": "small" if name == "raft-small" else "large"}
+    space = space or SearchSpace.flownas()
+    return {"family": "flownas", "arch": resolve_arch(name, space).to_dict(), "space": space.to_dict()}
+
+
+def untrained_model(name: str, seed: int = 0) -> FlowModel:
+    """A seeded, untrained model by name (for speed measurements and demos: latency ignores weight values)."""
+    torch.manual_seed(seed)
+    return build_model(named_config(name)).eval()
+
+
 def _published_model(layout: str) -> FlowModel:
     if layout == "flownas-supernet":
         return FlowNASSupernet()
