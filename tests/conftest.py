@@ -40,7 +40,8 @@ def published_keys() -> dict:
 def random_published_state(published_keys: dict, layout: str, seed: int = 0, strip_module: bool = False) -> dict:
     """A state dict with the published names and shapes, filled with seeded random values.
 
-    Running variances are positive and batch counters are integers, as in a real checkpoint.
+    Kernels are scaled by fan-in, norm scales sit around 1, running variances are positive and batch
+    counters are integers, as in a trained checkpoint, so flows stay in a realistic range.
     """
     import torch
 
@@ -51,8 +52,13 @@ def random_published_state(published_keys: dict, layout: str, seed: int = 0, str
             value = torch.tensor(1000, dtype=torch.int64).reshape(shape)
         elif name.endswith("running_var"):
             value = torch.rand(shape, generator=gen) + 0.5
-        else:
-            value = torch.randn(shape, generator=gen) * 0.1
+        elif len(shape) >= 2:  # conv kernels scaled by fan-in, so activations stay well conditioned
+            fan_in = max(1, int(torch.tensor(shape[1:]).prod()))
+            value = torch.randn(shape, generator=gen) / fan_in**0.5
+        elif name.endswith(".weight"):  # norm scales around 1
+            value = 1 + 0.1 * torch.randn(shape, generator=gen)
+        else:  # biases and running means
+            value = 0.1 * torch.randn(shape, generator=gen)
         state[name[len("module."):] if strip_module and name.startswith("module.") else name] = value
     # In RAFT the strided block's last norm and downsample.1 are one module, saved under both names.
     for name in state:
