@@ -76,6 +76,8 @@ class FlowModel(nn.Module):
         pad_mode: str = "sintel",
     ) -> Tensor | list[Tensor]:
         _check_pair(image1, image2)
+        if iters < 1:
+            raise ValueError(f"iters must be at least 1, got {iters}")
         padder = InputPadder(image1.shape, mode=pad_mode)
         _check_size(padder)
         image1, image2 = padder.pad(image1, image2)

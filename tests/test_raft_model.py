@@ -68,3 +68,8 @@ def test_mismatched_images_are_refused(raft_small):
 def test_too_small_images_are_refused(raft_small):
     with pytest.raises(ValueError, match="64x128 is too small"):
         raft_small(torch.zeros(1, 3, 64, 128), torch.zeros(1, 3, 64, 128))
+
+
+def test_zero_iterations_are_refused(raft_small):
+    with pytest.raises(ValueError, match="iters must be at least 1, got 0"):
+        raft_small(torch.zeros(1, 3, 128, 128), torch.zeros(1, 3, 128, 128), iters=0)
