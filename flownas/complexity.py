@@ -43,8 +43,3 @@ def count_macs(config: Mapping[str, Any] | nn.Module, height: int, width: int, i
     macs["correlation"] = macs["total"] - sum(macs[name] for name in COMPONENTS)
     return macs
 
-
-def model_complexity(model: nn.Module, height: int, width: int, iters: int = 12) -> dict[str, Any]:
-    """Parameters and MACs together, the record printed by `arch show` and stored in artifacts."""
-    return {"resolution": [height, width], "iters": iters,
-            "parameters": count_parameters(model), "macs": count_macs(model, height, width, iters)}

@@ -84,10 +84,6 @@ class CorrPyramid:
             self.sizes.append(tuple(corr.shape[:2]))
             self.padded.append(F.pad(corr, [0, 0] + [self.pad] * 4).flatten(0, 1))
 
-    @property
-    def out_channels(self) -> int:
-        return self.num_levels * (2 * self.radius + 1) ** 2
-
     def __call__(self, coords: Tensor) -> Tensor:
         """Sample a (2r+1)^2 window around `coords [B,2,H,W]` on every level -> `[B, L*(2r+1)^2, H, W]`."""
         batch, _, ht, wd = coords.shape
