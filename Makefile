@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,8 +18,12 @@ setup: $(STAMP)
 demo: setup
 	$(PY) cli.py demo --out outputs/demo
 
+# The whole suite (what CI runs); `make test-fast` skips the tests marked slow (under 3 minutes on 2 cores).
 test: setup
 	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 # The standard benchmark suite on this machine (RAFT, raft-s, raft-k at 384x512, 12 iterations, PyTorch eager
 # vs ONNX Runtime CPU, measured interleaved): reports in bench/results/suite/.

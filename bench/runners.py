@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+from flownas.errors import ToolkitError
 
 Feeds = Mapping[str, np.ndarray]
 IMAGE_INPUTS = ("image1", "image2")
@@ -36,7 +37,7 @@ ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
 _ORT_BACKEND = {"cpu": "ort-cpu", "cuda": "ort-cuda", "tensorrt": "ort-trt"}
 
 
-class BenchError(ValueError):
+class BenchError(ToolkitError, ValueError):
     """A user-facing benchmarking problem (backend, file, missing library); the message is one line."""
 
 

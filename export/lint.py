@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from flownas.errors import ToolkitError
 
 TRT10_OPSET_MIN = 9
 TRT10_OPSET_MAX = 24  # operators.md, TensorRT 10.15
@@ -73,7 +74,7 @@ TOPK_MAX_K = 3840  # TopK row: "K input must be less than 3840"
 _AXES_FROM_INITIALIZER = frozenset({"CumSum"} | {o for o in TRT_SUPPORTED_OPS if o.startswith("Reduce")})
 
 
-class LintError(ValueError):
+class LintError(ToolkitError, ValueError):
     """The model file cannot be read; the message is one line naming the file."""
 
 

@@ -25,13 +25,14 @@ from flownas.fileio import atomic_path
 from flownas.models import FlowModel
 
 from .metadata import read_metadata  # noqa: F401  (re-exported for callers of the exporter)
+from flownas.errors import ToolkitError
 
 # GridSample exists from opset 16; TensorRT's parser mishandles its modes from opset 20 (FACTS §5).
 MIN_OPSET, MAX_TRT_OPSET, DEFAULT_OPSET = 16, 19, 17
 INPUT_NAMES, OUTPUT_NAMES = ("image1", "image2"), ("flow",)
 
 
-class ExportError(ValueError):
+class ExportError(ToolkitError, ValueError):
     """A user-facing export problem (bad resolution, opset, model); the message is one line."""
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
+from flownas.errors import MissingDependencyError, ToolkitError
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(MissingDependencyError):
     """TensorRT, a CUDA Python binding or an NVIDIA GPU is missing; the message is one line."""
 
 
-class CudaError(RuntimeError):
+class CudaError(ToolkitError, RuntimeError):
     """A CUDA call failed; the message names the call."""
 
 

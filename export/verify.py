@@ -12,13 +12,14 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
+from flownas.errors import ToolkitError
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 DEFAULT_TOLERANCE_EPE = 1e-3  # px, fp32
 REAL_PAIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "middlebury" / "RubberWhale"
 
 
-class VerificationError(ValueError):
+class VerificationError(ToolkitError, ValueError):
     """Two implementations disagree beyond the tolerance, or an artifact cannot be run."""
 
 

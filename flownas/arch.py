@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
+from .errors import ToolkitError
 
 ARCH_KEYS = ("width", "kernel_size", "depth", "expand_ratio")
 ID_PREFIXES = ("w", "k", "d", "e")  # one letter per gene, in ARCH_KEYS order
@@ -31,11 +32,11 @@ _ID_RE = re.compile(r"w([0-9.]+)-k([0-9.]+)-d([0-9.]+)-e([0-9.]+)")
 _ID_START_RE = re.compile(r"w[0-9]")
 
 
-class ArchError(ValueError):
+class ArchError(ToolkitError, ValueError):
     """An architecture that is malformed or outside its search space (one-line message)."""
 
 
-class SpaceError(ValueError):
+class SpaceError(ToolkitError, ValueError):
     """A malformed search-space definition (one-line message)."""
 
 

@@ -18,13 +18,14 @@ from . import __version__
 from .fileio import atomic_path
 from .arch import ArchConfig, SearchSpace, resolve_arch
 from .models import RAFT, FlowModel, FlowNASNet, FlowNASSupernet
+from .errors import ToolkitError
 
 FORMAT_NAME = "flownas-toolkit"
 FORMAT_VERSION = 1
 StateDict = Mapping[str, Tensor]
 
 
-class WeightsError(ValueError):
+class WeightsError(ToolkitError, ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message is one readable line."""
 
 

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from .flow_io import read_flow, read_image
 from .synthetic import SyntheticFlow
+from ..errors import ToolkitError
 
 PathLike = Union[str, "os.PathLike[str]"]
 Augmentor = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -30,7 +31,7 @@ Augmentor = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-class DatasetError(ValueError):
+class DatasetError(ToolkitError, ValueError):
     """A dataset root is missing, empty or inconsistent, or a sample cannot be used."""
 
 

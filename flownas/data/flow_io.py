@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from ..fileio import atomic_write_bytes
+from ..errors import ToolkitError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -35,7 +36,7 @@ FLOW_EXTENSIONS = (".flo", ".png", ".pfm", ".npy")
 _PFM_HEADER = re.compile(rb"\A(PF|Pf)\s+(\d+)\s+(\d+)\s+(\S+)\s")
 
 
-class FlowFormatError(ValueError):
+class FlowFormatError(ToolkitError, ValueError):
     """A flow or image file is missing, truncated, malformed or of an unsupported kind."""
 
 

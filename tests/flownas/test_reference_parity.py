@@ -16,7 +16,7 @@ from conftest import random_published_state
 from fixture_specs import TORCHVISION_FIXTURE, fixture_images
 from flownas.weights import load_model
 
-FIXTURE = Path(__file__).parent / "fixtures" / "torchvision_raft_flow.npz"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "torchvision_raft_flow.npz"
 
 
 @pytest.mark.parametrize("layout", ["torchvision-large", "torchvision-small"])

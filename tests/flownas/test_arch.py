@@ -321,4 +321,4 @@ def test_resolve_validates_against_space(tmp_path) -> None:
 
 def test_arch_module_does_not_import_torch() -> None:
     code = "import sys, flownas.arch; assert 'torch' not in sys.modules, 'arch imported torch'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

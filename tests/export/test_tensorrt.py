@@ -165,7 +165,7 @@ def test_build_engine_checks_arguments_first(tmp_path: Path) -> None:
 def test_runtime_imports_without_torch_or_onnx() -> None:
     """Deployment targets run engines with numpy, TensorRT and a CUDA binding only."""
     code = "import sys, export.trt_runtime; assert not {'torch', 'onnx'} & set(sys.modules), sorted(sys.modules)"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_runner_refuses_inference_before_activation(tmp_path: Path) -> None:

@@ -1,0 +1,89 @@
+"""One provenance record for every artifact the toolkit writes (checkpoint, ONNX, engine, table, report).
+
+Every record has the same keys, so a user (or `inspect`) can read how any artifact was made:
+
+    kind, arch_id, resolution [H, W], iters, precision, backend, device, versions, toolkit_version,
+    python, host, command, created (UTC, ISO 8601)
+
+Keys that do not apply to an artifact are present with the value None. Library versions are read from
+package metadata, so building a record imports nothing heavy (no torch on a deployment target).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import shlex
+import sys
+from typing import Any, Mapping, Sequence
+
+from . import __version__
+
+RECORD_KEYS = ("kind", "arch_id", "resolution", "iters", "precision", "backend", "device", "versions",
+               "toolkit_version", "python", "host", "command", "created")
+LIBRARIES = ("torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxslim", "tensorrt", "cuda-python",
+             "pycuda", "opencv-python-headless", "opencv-python")
+
+
+def library_version(*distributions: str) -> str | None:
+    """Installed version of the first distribution found (package metadata only: nothing is imported)."""
+    for dist in distributions:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str]:
+    """{distribution: version} for the installed ones among `names`."""
+    return {name: v for name in names if (v := library_version(name))}
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (x86 and most ARM boards), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.lower().startswith(("model name", "hardware")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command that is running, shell-quoted (`flownas export onnx ...`), as trtexec echoes it."""
+    argv = list(sys.argv if argv is None else argv)
+    if argv and os.path.basename(argv[0]) in ("cli.py", "flownas", "__main__.py"):
+        argv[0] = "flownas"
+    return shlex.join(argv)
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(kind: str, *, arch_id: str | None = None, resolution: Sequence[int] | None = None,
+               iters: int | None = None, precision: str | None = None, backend: str | None = None,
+               device: str | None = None, command: str | None = None,
+               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The record for one artifact of `kind` ("checkpoint", "onnx", "engine", "bench-report", ...).
+
+    `device` defaults to the CPU model; `command` to the running command line. `extra` keys are added after
+    the standard ones and may not replace them (a clash is a bug in the caller).
+    """
+    record: dict[str, Any] = {
+        "kind": kind, "arch_id": arch_id,
+        "resolution": [int(v) for v in resolution] if resolution is not None else None,
+        "iters": int(iters) if iters is not None else None, "precision": precision, "backend": backend,
+        "device": device or cpu_model(), "versions": library_versions(), "toolkit_version": __version__,
+        "python": platform.python_version(), "host": platform.node(),
+        "command": command if command is not None else command_line(), "created": utc_now(),
+    }
+    clash = sorted(set(extra or {}) & set(RECORD_KEYS))
+    if clash:
+        raise KeyError(f"extra provenance keys {clash} would replace standard ones")
+    record.update(extra or {})
+    return record
