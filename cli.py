@@ -1,18 +1,23 @@
 #!/usr/bin/env python
-"""FlowNAS toolkit command line: `python cli.py <command> --help` (also installed as `flownas`)."""
+"""FlowNAS toolkit command line: `python cli.py <command> --help` (also installed as `flownas`).
+
+Every command parses its arguments and calls one documented library function (pipeline, export.workflow,
+bench.session ...). A user-facing problem (a `ToolkitError`: bad file, key, value, missing library) is printed as
+one line and exits with status 2; anything else is a bug and keeps its traceback (`--debug` shows full
+tracebacks for user errors too).
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from bench.commands import add_bench_parser, run_bench
 from export.commands import add_export_parsers, run_export, run_verify
-from flownas.fileio import atomic_write_text, parse_resolution
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
 
 
 def command(name: str) -> Callable:
@@ -23,54 +28,22 @@ def command(name: str) -> Callable:
     return register
 
 
-# --------------------------------------------------------------------------------------------- helpers
-def _load(args: argparse.Namespace):
-    """The model named by --weights/--arch (or an untrained RAFT, with a warning)."""
-    from flownas.models import RAFT
-    from flownas.weights import load_model
-
-    if args.weights:
-        return load_model(args.weights, arch=getattr(args, "arch", None), device=args.device)
-    print("warning: no --weights given: using an untrained RAFT (random weights)", file=sys.stderr)
-    import torch
-
-    torch.manual_seed(0)
-    return RAFT().to(args.device).eval()
+def _log(line: str) -> None:
+    print(line, flush=True)
 
 
-def _frame_pairs(paths: Sequence[str]) -> list[tuple[Path, Path]]:
-    if len(paths) == 1 and Path(paths[0]).is_dir():
-        frames = sorted(p for p in Path(paths[0]).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".ppm", ".bmp"})
-        if len(frames) < 2:
-            raise ValueError(f"{paths[0]}: need at least two image frames (.png/.jpg/.ppm/.bmp), found {len(frames)}")
-        return list(zip(frames[:-1], frames[1:]))
-    if len(paths) != 2:
-        raise ValueError(f"give two images or one folder of frames, got {len(paths)} paths")
-    return [(Path(paths[0]), Path(paths[1]))]
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------- commands
 @command("infer")
 def cmd_infer(args: argparse.Namespace) -> int:
-    from flownas.data.flow_io import read_image, write_flow
-    from flownas.data.viz import save_flow_image
-    from flownas.inference import estimate_flow
+    import pipeline
 
-    pairs = _frame_pairs(args.images)
-    model = _load(args)
-    many = len(pairs) > 1
-    for first, second in pairs:
-        image1, image2 = read_image(first), read_image(second)
-        if image1.shape != image2.shape:
-            raise ValueError(f"images differ in size (HxW): {first} is {image1.shape[0]}x{image1.shape[1]}, "
-                             f"{second} is {image2.shape[0]}x{image2.shape[1]}")
-        flow = estimate_flow(model, image1, image2, iters=args.iters, device=args.device)
-        out = Path(args.out) / f"{first.stem}.flo" if many else Path(args.out)
-        write_flow(out, flow)
-        viz = (Path(args.viz) / f"{first.stem}.png" if many else Path(args.viz)) if args.viz else None
-        if viz is not None:
-            save_flow_image(viz, flow)
-        print(f"{first.name} -> {second.name}: flow {out}" + (f", picture {viz}" if viz else ""))
+    pipeline.run_inference(args.images, weights=args.weights, arch=args.arch, out=args.out, viz=args.viz,
+                           iters=args.iters, device=args.device, max_side=args.max_side, corr=args.corr,
+                           log=_log)
     return 0
 
 
@@ -78,83 +51,37 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from flownas.data.datasets import build_dataset
-    from flownas.evaluate import evaluate
-    from flownas.weights import provenance
+    import pipeline
 
-    if args.root is None and args.dataset != "synthetic":
-        raise ValueError(f"--root is required for dataset {args.dataset!r}")
-    dataset = build_dataset(args.dataset, args.root, split=args.split)
-    model = _load(args)
-    summary, rows = evaluate(model, dataset, iters=args.iters, device=args.device, max_samples=args.max_samples)
-    table = pd.DataFrame(rows)
-    print(f"{args.dataset}: {len(rows)} pairs, {args.iters} iterations")
-    print(pd.DataFrame([summary]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    out = Path(args.out or f"outputs/eval_{args.dataset}.csv")
-    atomic_write_text(out, table.to_csv(index=False))
-    record = {"dataset": args.dataset, "root": str(args.root), "split": args.split, "iters": args.iters,
-              "weights": args.weights, "arch": args.arch, "summary": summary,
-              **provenance(model, {"model": model.config()})}
-    atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=2, default=str))
-    print(f"per-pair metrics: {out}; summary and provenance: {out.with_suffix('.json')}")
+    record = pipeline.run_evaluation(args.dataset, root=args.root, split=args.split, weights=args.weights,
+                                     arch=args.arch, iters=args.iters, device=args.device,
+                                     max_samples=args.max_samples, out=args.out, log=_warn)
+    print(f"{args.dataset}: {record['pairs']} pairs, {args.iters} iterations")
+    print(pd.DataFrame([record["summary"]]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"per-pair metrics: {record['per_pair_csv']}; summary and provenance: {record['summary_json']}")
     return 0
 
 
 @command("demo")
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The workflow end to end on CPU: flow on a synthetic pair, then supernet -> subnet -> ONNX -> benchmark."""
-    out = Path(args.out)
-    _demo_flow(args, out)
-    size, iters = f"{args.height}x{args.width}", str(args.iters)
-    supernet = _demo_supernet(out / "supernet.pt", args.seed)
-    steps = [
-        ("extract the raft-k subnet", ["extract", "--supernet", supernet, "--arch", "raft-k",
-                                       "--out", str(out / "raft-k.pt"), "--calibrate-bn", "2", "--resolution", size]),
-        ("export it to ONNX and verify", ["export", "onnx", "--weights", str(out / "raft-k.pt"), "--resolution", size,
-                                          "--iters", iters, "--out", str(out / "raft-k.onnx")]),
-        ("lint the ONNX file for TensorRT", ["export", "lint", str(out / "raft-k.onnx")]),
-        ("benchmark PyTorch eager vs ONNX Runtime", ["bench", "--weights", str(out / "raft-k.pt"),
-                                                      "--backend", "torch-cpu,ort-cpu", "--resolution", size,
-                                                      "--iters", iters, "--runs", "3", "--out", str(out / "bench")]),
-    ]
-    for title, argv in steps:
-        print(f"\n== {title}: flownas {' '.join(argv)}")
-        code = COMMANDS[argv[0]](build_parser().parse_args(argv))
-        if code:
-            return code
-    print(f"\ndemo done: everything is in {out}/")
+    import pipeline
+
+    pipeline.run_demo(args.out, height=args.height, width=args.width, iters=args.iters, seed=args.seed,
+                      weights=args.weights, device=args.device, log=_log)
     return 0
 
 
-def _demo_flow(args: argparse.Namespace, out: Path) -> None:
-    from flownas.data.flow_io import write_flow
-    from flownas.data.synthetic import make_pair
-    from flownas.data.viz import save_flow_image
-    from flownas.inference import estimate_flow
-    from flownas.metrics import flow_metrics
+@command("extract")
+def cmd_extract(args: argparse.Namespace) -> int:
+    import pipeline
 
-    print(f"== flow on a synthetic {args.height}x{args.width} pair with exact ground truth (seed {args.seed})")
-    pair = make_pair(args.height, args.width, seed=args.seed)
-    model = _load(args)
-    flow = estimate_flow(model, pair["image1"], pair["image2"], iters=args.iters, device=args.device)
-    write_flow(out / "flow.flo", flow)
-    save_flow_image(out / "flow.png", flow)
-    save_flow_image(out / "flow_gt.png", pair["flow"])
-    print(f"EPE {flow_metrics(flow, pair['flow'], pair['valid'])['epe']:.3f} px; wrote {out / 'flow.flo'}, "
-          f"{out / 'flow.png'} and the ground-truth picture {out / 'flow_gt.png'}")
-
-
-def _demo_supernet(path: Path, seed: int) -> str:
-    """An untrained FlowNAS supernet checkpoint (no weights can be downloaded here)."""
-    import torch
-
-    from flownas.models import FlowNASSupernet
-    from flownas.weights import save_checkpoint
-
-    torch.manual_seed(seed)
-    save_checkpoint(path, FlowNASSupernet(), {"note": "untrained supernet made by `flownas demo`"})
-    print(f"\n== an untrained FlowNAS supernet: {path}")
-    return str(path)
+    record = pipeline.run_extract(args.supernet, args.arch, args.out, calibrate_bn=args.calibrate_bn,
+                                  resolution=args.resolution, log=_log)
+    calibration = (f", BN re-estimated on {record['bn_calibration_batches']} pairs"
+                   if record["bn_calibration_batches"] else "")
+    print(f"extracted {record['arch_id']} ({record['parameters']:,} parameters) in {record['extract_ms']:.0f} ms"
+          f"{calibration}; {record['total_s']:.1f} s in all -> {record['out']}")
+    return 0
 
 
 @command("arch")
@@ -162,128 +89,41 @@ def cmd_arch(args: argparse.Namespace) -> int:
     return {"show": _arch_show, "sample": _arch_sample}[args.arch_command](args)
 
 
+def _space(path: str | None):
+    from flownas.arch import SearchSpace
+
+    return SearchSpace.from_file(path) if path else SearchSpace.flownas()
+
+
 def _arch_show(args: argparse.Namespace) -> int:
-    import torch
+    from pipeline import describe_architecture
 
-    from flownas.arch import ArchConfig, SearchSpace
-    from flownas.complexity import count_macs, count_parameters
-    from flownas.weights import build_model, named_config
-
-    space = SearchSpace.from_file(args.space) if args.space else SearchSpace.flownas()
-    height, width = parse_resolution(args.resolution)
-    config = named_config(args.spec, space)
-    arch = ArchConfig.from_dict(config["arch"]) if "arch" in config else None
-    with torch.device("meta"):
-        params = count_parameters(build_model(config))
-    macs = count_macs(config, height, width, args.iters)
-    record = {"name": args.spec, "id": arch.id if arch else args.spec, "arch": arch.to_dict() if arch else None,
-              "resolution": [height, width], "iters": args.iters, "parameters": params, "macs": macs}
+    record = describe_architecture(args.spec, _space(args.space), args.resolution, args.iters)
     if args.json:
         print(json.dumps(record, indent=2))
         return 0
     print(f"{args.spec}: {record['id']}")
-    if arch:
-        for key, values in arch.to_dict().items():
-            print(f"  {key:<13}{values}")
+    for key, values in (record["arch"] or {}).items():
+        print(f"  {key:<13}{values}")
+    params, macs = record["parameters"], record["macs"]
+    height, width = record["resolution"]
     print(f"parameters: {params['total']:,} (fnet {params['fnet']:,}, cnet {params['cnet']:,}, "
           f"update {params['update_block']:,})")
-    print(f"MACs at {height}x{width}, {args.iters} iterations: {macs['total'] / 1e9:.2f} G (fnet {macs['fnet'] / 1e9:.2f}, "
-          f"cnet {macs['cnet'] / 1e9:.2f}, update {macs['update_block'] / 1e9:.2f}, correlation {macs['correlation'] / 1e9:.2f})")
+    print(f"MACs at {height}x{width}, {args.iters} iterations: {macs['total'] / 1e9:.2f} G (fnet "
+          f"{macs['fnet'] / 1e9:.2f}, cnet {macs['cnet'] / 1e9:.2f}, update {macs['update_block'] / 1e9:.2f}, "
+          f"correlation {macs['correlation'] / 1e9:.2f})")
     return 0
 
 
 def _arch_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from flownas.arch import SearchSpace
-
-    space = SearchSpace.from_file(args.space) if args.space else SearchSpace.flownas()
+    space = _space(args.space)
     rng = np.random.default_rng(args.seed)
     for _ in range(args.n):
         arch = space.sample(rng)
         print(json.dumps(arch.to_dict()) if args.json else arch.id)
     return 0
-
-
-@command("extract")
-def cmd_extract(args: argparse.Namespace) -> int:
-    import time
-
-    from flownas.arch import resolve_arch
-    from flownas.models import FlowNASSupernet
-    from flownas.weights import load_model, save_checkpoint
-
-    supernet = load_model(args.supernet)
-    if not isinstance(supernet, FlowNASSupernet):
-        raise ValueError(f"{args.supernet}: not a FlowNAS supernet checkpoint (holds {supernet.config()['family']})")
-    arch = resolve_arch(args.arch, supernet.space)
-    start = time.perf_counter()
-    subnet = supernet.extract(arch)
-    extract_ms = (time.perf_counter() - start) * 1e3
-    if args.calibrate_bn:
-        _calibrate(subnet, args.calibrate_bn, args.resolution)
-    save_checkpoint(args.out, subnet, {"arch_id": arch.id, "source": str(args.supernet),
-                                       "bn_calibration_batches": args.calibrate_bn})
-    params = sum(p.numel() for p in subnet.parameters())
-    print(f"extracted {arch.id} ({params:,} parameters) in {extract_ms:.0f} ms -> {args.out}")
-    return 0
-
-
-def _calibrate(model, batches: int, resolution: str) -> None:
-    """BN statistics of the context encoder re-estimated on synthetic pairs."""
-    from flownas.data.synthetic import SyntheticFlow
-    from flownas.evaluate import recalibrate_bn
-
-    height, width = parse_resolution(resolution)
-    data = SyntheticFlow(length=batches, size=(height, width), seed=7)
-    recalibrate_bn(model, ((s[0][None], s[1][None]) for s in (data[i] for i in range(batches))))
-
-
-# --------------------------------------------------------------------------------------------- parser
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", help="checkpoint: RAFT (princeton-vl/torchvision), FlowNAS release or toolkit format")
-    p.add_argument("--arch", help="with a FlowNAS supernet: architecture name (raft-s, raft-k, largest, smallest), id or JSON file")
-    p.add_argument("--iters", type=int, default=12, help="update iterations (default 12)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flownas", description=__doc__)
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("infer", help="estimate flow for an image pair or a folder of frames")
-    p.add_argument("images", nargs="+", help="IMG1 IMG2, or one folder of frames (consecutive pairs)")
-    p.add_argument("--out", default="flow.flo", help="output .flo/.png/.npy (a folder for frame folders)")
-    p.add_argument("--viz", help="colour-coded flow picture (.png; a folder for frame folders)")
-    _model_args(p)
-
-    p = sub.add_parser("evaluate", help="metrics of a model on a dataset")
-    p.add_argument("--dataset", required=True, help="sintel-clean, sintel-final, kitti, chairs, things-clean, things-final, middlebury, synthetic")
-    p.add_argument("--root", help="dataset root folder (not needed for synthetic)")
-    p.add_argument("--split", help="dataset split (dataset default if omitted)")
-    p.add_argument("--max-samples", type=int, help="evaluate only the first N pairs")
-    p.add_argument("--out", help="per-pair CSV (default outputs/eval_<dataset>.csv); a JSON summary sits beside it")
-    _model_args(p)
-
-    p = sub.add_parser("demo", help="the end-to-end demo on a synthetic pair with exact ground truth")
-    p.add_argument("--out", default="outputs/demo")
-    p.add_argument("--height", type=int, default=256)
-    p.add_argument("--width", type=int, default=320)
-    p.add_argument("--seed", type=int, default=0)
-    _model_args(p)
-    _arch_parsers(sub)
-    add_export_parsers(sub)
-    add_bench_parser(sub)
-
-    p = sub.add_parser("extract", help="cut a static subnet out of a FlowNAS supernet checkpoint")
-    p.add_argument("--supernet", required=True, help="FlowNAS supernet checkpoint (release or toolkit format)")
-    p.add_argument("--arch", required=True, help="name (raft-s, raft-k, largest, smallest), id or JSON file")
-    p.add_argument("--out", required=True, help="output checkpoint (toolkit format, records the architecture)")
-    p.add_argument("--calibrate-bn", type=int, default=0, metavar="N",
-                   help="re-estimate the context encoder's BN statistics on N synthetic pairs")
-    p.add_argument("--resolution", default="256x320", help="pair size for BN calibration (HxW)")
-    return parser
 
 
 @command("export")
@@ -301,32 +141,130 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return run_verify(args)
 
 
+# --------------------------------------------------------------------------------------------- parser
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a usage error otherwise, before any work)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", help="checkpoint: RAFT (princeton-vl/torchvision), FlowNAS release or toolkit format")
+    p.add_argument("--arch", help="with a FlowNAS supernet: architecture name (raft-s, raft-k, largest, smallest), "
+                                  "id or JSON file")
+    p.add_argument("--iters", type=positive_int, default=12, help="update iterations (default 12)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N (default cpu)")
+
+
+def _infer_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infer", help="estimate flow for an image pair or a folder of frames")
+    p.add_argument("images", nargs="+", help="IMG1 IMG2, or one folder of frames (consecutive pairs)")
+    p.add_argument("--out", default="flow.flo", help="output .flo/.png/.npy/.pfm (a folder for frame folders)")
+    p.add_argument("--viz", help="colour-coded flow picture (.png; a folder for frame folders)")
+    p.add_argument("--max-side", type=positive_int, metavar="N",
+                   help="downscale so the longer side is at most N px; the flow is scaled back to the input size")
+    p.add_argument("--corr", choices=("all-pairs", "lean"), default="all-pairs",
+                   help="correlation: all-pairs (default, RAFT's volume) or lean (on-demand lookup in chunks: "
+                        "same flow within 1e-4 px, a fraction of the memory, for large frames)")
+    _model_args(p)
+
+
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    from flownas.data.datasets import DATASETS
+
+    p = sub.add_parser("evaluate", help="metrics of a model on a dataset")
+    p.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="dataset name")
+    p.add_argument("--root", help="dataset root folder (not needed for synthetic)")
+    p.add_argument("--split", help="dataset split (dataset default if omitted)")
+    p.add_argument("--max-samples", type=positive_int, help="evaluate only the first N pairs")
+    p.add_argument("--out", help="per-pair .csv (a .json summary sits beside it) or the .json summary "
+                                 "(the .csv sits beside it); default outputs/eval_<dataset>.csv")
+    _model_args(p)
+
+
+def _demo_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the end-to-end demo on a synthetic pair with exact ground truth")
+    p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
+    p.add_argument("--height", type=positive_int, default=256, help="pair height (default 256)")
+    p.add_argument("--width", type=positive_int, default=320, help="pair width (default 320)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic pair and the untrained weights")
+    _model_args(p)
+
+
+def _extract_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("extract", help="cut a static subnet out of a FlowNAS supernet checkpoint")
+    p.add_argument("--supernet", required=True, help="FlowNAS supernet checkpoint (release or toolkit format)")
+    p.add_argument("--arch", required=True, help="name (raft-s, raft-k, largest, smallest), id or JSON file")
+    p.add_argument("--out", required=True, help="output checkpoint (toolkit format, records the architecture)")
+    p.add_argument("--calibrate-bn", type=non_negative_int, default=0, metavar="N",
+                   help="re-estimate the context encoder's BN statistics on N synthetic pairs")
+    p.add_argument("--resolution", default="256x320", help="pair size for BN calibration (HxW)")
+
+
 def _arch_parsers(sub: argparse._SubParsersAction) -> None:
     arch = sub.add_parser("arch", help="inspect and sample architectures of the search space")
     arch_sub = arch.add_subparsers(dest="arch_command", metavar="ACTION", required=True)
     p = arch_sub.add_parser("show", help="configuration, id, parameters and MACs of an architecture")
     p.add_argument("spec", help="raft, raft-small, raft-s, raft-k, largest, smallest, an id or a JSON file")
     p.add_argument("--resolution", default="384x512", help="HxW for the MAC count (default 384x512)")
-    p.add_argument("--iters", type=int, default=12)
+    p.add_argument("--iters", type=positive_int, default=12, help="update iterations for the MAC count")
     p.add_argument("--space", help="custom search space (JSON/YAML)")
     p.add_argument("--json", action="store_true", help="print one JSON record")
     p = arch_sub.add_parser("sample", help="uniformly sampled architectures, one id per line")
-    p.add_argument("--n", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=positive_int, default=5, help="how many (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--space", help="custom search space (JSON/YAML)")
     p.add_argument("--json", action="store_true", help="published dict format instead of ids")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flownas", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors too")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _infer_parser(sub)
+    _evaluate_parser(sub)
+    _demo_parser(sub)
+    _arch_parsers(sub)
+    add_export_parsers(sub)
+    add_bench_parser(sub)
+    _extract_parser(sub)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from flownas.errors import ToolkitError, one_line
+
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+    except ToolkitError as exc:
         if args.debug:
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # the environment (a full disk, a read-only folder), not a bug in the toolkit
+        if args.debug or exc.filename is None:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

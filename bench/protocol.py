@@ -20,7 +20,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .runners import BenchError, Feeds, Runner, library_version
+from export.runners import Feeds, Runner
+from flownas.provenance import cpu_model, library_version
+
+from .runners import BenchError
 from .timing import CV_WARN_CPU, CV_WARN_GPU, Clock, TimingStats, run_rounds, summarize, warm_up
 
 LIBRARIES = ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "tensorrt", "numpy", "cuda-python", "pycuda")
@@ -96,29 +99,19 @@ class BenchResult:
 
 def make_feeds(height: int, width: int, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
     """A seeded image pair, float32 `[B,3,H,W]` in [0,255]; the second frame is the first shifted by (2,-3) px."""
-    image1 = (np.random.default_rng(seed).random((batch, 3, height, width), dtype=np.float32) * 255).astype(np.float32)
-    return {"image1": image1, "image2": np.ascontiguousarray(np.roll(image1, (2, -3), axis=(2, 3)))}
+    from export.inputs import image_pair
+
+    return image_pair((batch, 3, height, width), seed)
 
 
 def environment() -> dict[str, Any]:
     """CPU model, cores, load, OS, Python, library versions, GPU (when any) and the UTC date."""
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    return {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": len(affinity) if affinity else None,
+    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": len(affinity) if affinity else None,
             "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
             "os": platform.platform(), "python": platform.python_version(), "host": platform.node(),
             "versions": {lib: v for lib in LIBRARIES if (v := library_version(lib))},
             "gpu": _gpu_name(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.lower().startswith(("model name", "hardware")):  # x86 / most ARM boards
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _gpu_name() -> str | None:
@@ -162,6 +155,8 @@ def compare(runners: Mapping[str, Runner], feeds: Feeds, config: TimingConfig = 
             if name not in outputs:  # device-timed runs leave their outputs on the device: fetch them once
                 outputs[name] = runner.infer(feeds)
         descriptions = {name: runner.describe() for name, runner in runners.items()}  # while active: GPU names
+    if hasattr(os, "getloadavg"):  # sampled again at the end: a load that rose during the run taints it too
+        env["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     return {name: _result(name, descriptions[name], rounds[name], warmed[name], env, config, run_id, meta,
                           outputs.get(name)) for name in runners}
 

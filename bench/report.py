@@ -2,20 +2,27 @@
 
 Ratios are taken only between results measured interleaved in one run (same `run_id`): ratios across runs
 mix in whatever changed on the machine between them. "Speed-up vs X" is X's median over this median, so
-above 1 means faster than X.
+above 1 means faster than X. A run whose 1-minute load average (at its start or end) exceeded the CPUs it
+could use shared them with other work: it is flagged and its ratios are marked as not findings.
+
+Traceability: the report opens with the command that produced it and lists the files measured with their size
+and SHA-256; a file exported into a scratch folder for the run is named "(exported for this run, not kept)",
+never by its (deleted) path. The four files are written into a staging folder and swapped in together.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 import textwrap
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
-from flownas.fileio import atomic_path, atomic_write_text
+from flownas.fileio import atomic_path, atomic_write_text, file_record, is_scratch_path, parse_resolution, staged_dir
+from flownas.provenance import command_line, provenance
 
 from .protocol import BenchResult
 
@@ -25,7 +32,12 @@ STAT_COLUMNS = ["min_ms", "mean_ms", "median_ms", "p90_ms", "p95_ms", "p99_ms", 
 CSV_COLUMNS = (["name", "model", "backend", "precision", "device", "threads", "resolution", "iters", "runs"]
                + STAT_COLUMNS + ["h2d_median_ms", "compute_median_ms", "d2h_median_ms", "host_median_ms", "baseline",
                                  "speedup_vs_baseline", "max_abs_diff_vs_baseline", "speedup_vs_first_model", "run_id",
-                                 "warnings"])
+                                 "machine_loaded", "warnings"])
+REPORT_FILES = ("results.csv", "report.md", "latency.png", "results.json")
+FILE_KEYS = ("onnx", "engine", "weights", "checkpoint")  # runner-description keys that name a file measured
+NOT_KEPT = "(exported for this run, not kept)"
+LOADED = "(machine loaded: not a finding)"
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 def _as_list(results: Results) -> list[BenchResult]:
@@ -77,16 +89,95 @@ def _max_abs_diff(result: BenchResult, base: BenchResult) -> float | None:
     return max(diffs) if diffs else None
 
 
-def csv_rows(results: Results, baseline: str | None = None) -> list[dict[str, Any]]:
+# ------------------------------------------------------------------------------------------- machine load
+def load_assessment(results: Results) -> dict[str, dict[str, Any]]:
+    """Per run_id: the 1-minute load average at the start and end of the measurement, the CPUs the run could use
+    and whether the load exceeded them (`loaded`). Then the runners shared the CPUs with other work: timings
+    include waiting, and the ratios between runners depend on who waited, so they are not findings.
+
+    The end sample is the environment's `load_average_1min_end` (bench.protocol.compare records it); results
+    without one get a sample taken now, marked `end_sampled: "report"`.
+    """
+    items = _as_list(results)
+    runs: dict[str, dict[str, Any]] = {}
+    for run_id in dict.fromkeys(r.run_id for r in items):
+        group = [r for r in items if r.run_id == run_id]
+        env = group[0].environment
+        end, sampled = env.get("load_average_1min_end"), "measurement"
+        if end is None and hasattr(os, "getloadavg"):
+            end, sampled = round(os.getloadavg()[0], 2), "report"
+        threads = [t for r in group if isinstance(t := r.runner.get("threads"), int)]
+        cpus = env.get("usable_cpus") or (max(threads) if threads else None)
+        loads = [v for v in (env.get("load_average_1min"), end) if v is not None]
+        runs[run_id] = {"load_start": env.get("load_average_1min"), "load_end": end, "end_sampled": sampled,
+                        "cpus": cpus, "loaded": bool(loads and cpus and max(loads) > cpus)}
+    return runs
+
+
+def _load_warnings(load: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    return [f"machine loaded: 1-min load average {a['load_start']} at the start and {a['load_end']} at the end "
+            f"exceeds the {a['cpus']} CPU(s) the run could use{f' (run {run_id})' if len(load) > 1 else ''}: "
+            "the runners waited for the CPU, so their ratios are not findings (re-run on a quiet machine)"
+            for run_id, a in load.items() if a["loaded"]]
+
+
+def _ratio_cell(value: float | None, loaded: bool, spec: str = ".2f") -> str:
+    text = _fmt(value, spec, "x")
+    return f"{text} {LOADED}" if loaded and value is not None else text
+
+
+# ------------------------------------------------------------------------------------------ files measured
+def _under(path: Path, folders: Sequence[PathLike]) -> bool:
+    return any(path.absolute().is_relative_to(Path(f).absolute()) for f in folders)
+
+
+def measured_files(results: Results, files: Sequence[PathLike] | None = None,
+                   scratch: Sequence[PathLike] = ()) -> dict[str, dict[str, Any]]:
+    """`{"path", "size_bytes", "sha256"}` per distinct file: `files` first, then the files the runners name
+    (`FILE_KEYS` of their descriptions). A file in a scratch folder (`scratch`, or see
+    `flownas.fileio.is_scratch_path`) is named "<name> (exported for this run, not kept)" instead of its path;
+    hash it while it exists (before the scratch folder goes). A file already gone keeps size and hash None.
+    Keyed by absolute path (to match runner descriptions); the values are what reports show."""
+    paths = [Path(p) for p in files or ()]
+    paths += [Path(r.runner[k]) for r in _as_list(results) for k in FILE_KEYS if isinstance(r.runner.get(k), str)]
+    records: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        key = os.path.abspath(path)
+        if key in records:
+            continue
+        try:
+            record = file_record(path)
+        except FileNotFoundError:
+            record = {"path": str(path), "size_bytes": None, "sha256": None}
+        if is_scratch_path(path) or _under(path, scratch):
+            record["path"] = f"{path.name} {NOT_KEPT}"
+        records[key] = record
+    return records
+
+
+def _public_runner(runner: Mapping[str, Any], records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The runner description with scratch paths replaced by their label, and each file's SHA-256 beside it."""
+    out = dict(runner)
+    for key in FILE_KEYS:
+        record = records.get(os.path.abspath(runner[key])) if isinstance(runner.get(key), str) else None
+        if record is not None:
+            out[key], out[f"{key}_sha256"] = record["path"], record["sha256"]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def csv_rows(results: Results, baseline: str | None = None,
+             load: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per model x backend x precision: the description, stats in ms, phase medians and ratios."""
     items = _as_list(results)
+    load = load if load is not None else load_assessment(items)
     rows = []
     for r, ratio in zip(items, ratio_table(items, baseline)):
         row = {"name": r.name, "model": r.model, "backend": r.backend, "precision": r.precision,
                "device": r.runner.get("gpu") or r.runner.get("device"), "threads": r.runner.get("threads"),
                "resolution": r.meta.get("resolution"), "iters": r.meta.get("iters", r.runner.get("iters")),
                "runs": r.stats.count, **{k: v for k, v in r.stats.to_dict().items() if k in STAT_COLUMNS},
-               "run_id": r.run_id, "warnings": " | ".join(r.warnings)}
+               "run_id": r.run_id, "machine_loaded": load[r.run_id]["loaded"], "warnings": " | ".join(r.warnings)}
         for phase in ("h2d", "compute", "d2h", "host"):
             stats = r.phases.get(f"{phase}_ms")
             row[f"{phase}_median_ms"] = stats.median_ms if stats else None
@@ -100,20 +191,40 @@ def _fmt(value: Any, spec: str, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{suffix}"
 
 
-def _environment_block(env: Mapping[str, Any]) -> list[str]:
+def _environment_block(env: Mapping[str, Any], load: Mapping[str, Any]) -> list[str]:
     versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
+    end = f"{load['load_end']} at the end" + (" (sampled when the report was written)"
+                                               if load["end_sampled"] == "report" else "")
     return [f"- CPU: {env.get('cpu')} ({env.get('usable_cpus')} usable of {env.get('logical_cpus')} logical CPUs, "
-            f"1-min load {env.get('load_average_1min')})",
+            f"1-min load {env.get('load_average_1min')} at the start, {end})",
             f"- GPU: {env.get('gpu') or 'none'}", f"- OS: {env.get('os')}, Python {env.get('python')}",
             f"- Libraries: {versions}", f"- Date (UTC): {env.get('date')}"]
 
 
-def markdown(results: Results, title: str, baseline: str | None = None, notes: Sequence[str] = ()) -> str:
-    """The report: environment, latency table with ratios, models side by side, GPU phases, warnings, method."""
+def _files_block(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not records:
+        return []
+    return (["## Files measured", "", "| file | size (bytes) | SHA-256 |", "|---|---|---|"]
+            + [f"| {f['path']} | {_fmt(f['size_bytes'], 'd')} | {f['sha256'] or 'n/a (gone before the report)'} |"
+               for f in records] + [""])
+
+
+def markdown(results: Results, title: str, baseline: str | None = None, notes: Sequence[str] = (), *,
+             command: str | None = None, files: Sequence[PathLike] | None = None,
+             scratch: Sequence[PathLike] = ()) -> str:
+    """The report: the command, environment, files measured, latency table with ratios, models side by side,
+    GPU phases, warnings, method. `command` defaults to the running command line."""
     items = _as_list(results)
-    baseline = baseline or default_baseline(items)
-    lines = [f"# {title}", "", "## Environment", "", *_environment_block(items[0].environment), ""]
-    lines += [f"- {note}" for note in notes] + ([""] if notes else [])
+    records = list(measured_files(items, files, scratch).values())
+    return _render(items, title, baseline or default_baseline(items), notes,
+                   command if command is not None else command_line(), records, load_assessment(items))
+
+
+def _render(items: list[BenchResult], title: str, baseline: str, notes: Sequence[str], command: str,
+            records: Sequence[Mapping[str, Any]], load: Mapping[str, Mapping[str, Any]]) -> str:
+    lines = [f"# {title}", "", "```", command, "```", "", "## Environment", "",
+             *_environment_block(items[0].environment, load[items[0].run_id]), ""]
+    lines += [f"- {note}" for note in notes] + ([""] if notes else []) + _files_block(records)
     lines += ["## Latency (ms per inference)", "",
               f"| model | backend | precision | threads | median | p90 | p99 | CV | throughput /s | "
               f"speed-up vs {baseline} | max abs diff vs {baseline} |", "|" + "---|" * 11]
@@ -121,17 +232,17 @@ def markdown(results: Results, title: str, baseline: str | None = None, notes: S
         s = r.stats
         lines.append(f"| {r.model} | {r.backend} | {r.precision} | {r.runner.get('threads')} | {s.median_ms:.2f} | "
                      f"{s.p90_ms:.2f} | {s.p99_ms:.2f} | {s.cv:.1%} | {s.throughput_per_s:.2f} | "
-                     f"{_fmt(ratio['speedup_vs_baseline'], '.2f', 'x')} | "
+                     f"{_ratio_cell(ratio['speedup_vs_baseline'], load[r.run_id]['loaded'])} | "
                      f"{_fmt(ratio['max_abs_diff_vs_baseline'], '.1e')} |")
-    lines += _models_table(items) + _phases_table(items)
-    warnings = [w for r in items for w in r.warnings]
+    lines += _models_table(items, load) + _phases_table(items)
+    warnings = _load_warnings(load) + [w for r in items for w in r.warnings]
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     lines += ["", "## Method", "", _method(items[0])]
     return "\n".join(lines) + "\n"
 
 
-def _models_table(items: list[BenchResult]) -> list[str]:
+def _models_table(items: list[BenchResult], load: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Models as rows, backend/precision as columns (medians), with the speed-up over the first model."""
     models = list(dict.fromkeys(r.model for r in items))
     columns = list(dict.fromkeys((r.backend, r.precision) for r in items))
@@ -144,8 +255,11 @@ def _models_table(items: list[BenchResult]) -> list[str]:
         cells = []
         for backend, precision in columns:
             match = next((r for r in items if (r.model, r.backend, r.precision) == (model, backend, precision)), None)
-            cells.append("-" if match is None else f"{match.stats.median_ms:.1f} "
-                         f"({_fmt(ratios[match.name]['speedup_vs_first_model'], '.2f', 'x')})")
+            if match is None:
+                cells.append("-")
+                continue
+            ratio = _ratio_cell(ratios[match.name]["speedup_vs_first_model"], load[match.run_id]["loaded"])
+            cells.append(f"{match.stats.median_ms:.1f} ({ratio})")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return lines
 
@@ -172,8 +286,9 @@ def _method(result: BenchResult) -> str:
             "so ratios come from one run. Latency is end to end with numpy inputs and outputs: host perf_counter "
             "on the CPU; CUDA events (H2D + compute + D2H, as trtexec's Latency) for GPU runners. Percentiles use "
             "linear interpolation; CV = sample standard deviation / mean; throughput = 1000 / median. Flagged "
-            "when CV exceeds 5% (host timing) or 1% (GPU compute, trtexec's threshold). Raw samples are in "
-            "results.json.")
+            "when CV exceeds 5% (host timing) or 1% (GPU compute, trtexec's threshold), and the run when its 1-min "
+            "load average at start or end exceeds the CPUs it could use (its ratios are then not findings). Raw "
+            "samples are in results.json.")
 
 
 def plot(results: Results, path: str | Path, title: str) -> Path:
@@ -206,25 +321,76 @@ def plot(results: Results, path: str | Path, title: str) -> Path:
 
 
 def write_reports(results: Results, out_dir: str | Path, title: str = "Benchmark", baseline: str | None = None,
-                  notes: Sequence[str] = ()) -> dict[str, Path]:
-    """Write results.csv, report.md, latency.png and results.json into `out_dir` (atomically); their paths."""
+                  notes: Sequence[str] = (), *, command: str | None = None, files: Sequence[PathLike] | None = None,
+                  scratch: Sequence[PathLike] = (), staged: bool = True) -> dict[str, Path]:
+    """Write results.csv, report.md, latency.png and results.json into `out_dir`; their final paths.
+
+    `command`: the command line echoed at the top (default: the running one). `files`: the files measured
+    (recorded with size and SHA-256, as are the files the runners name); `scratch`: folders deleted after the run,
+    whose files are named "(exported for this run, not kept)". Call it while scratch files still exist.
+    `staged`: the files are written into a staging folder that replaces the report files of `out_dir` in one
+    swap (`flownas.fileio.staged_dir`; other entries of `out_dir` are kept); False writes straight into
+    `out_dir`, for a caller that already stages the folder.
+    """
     items = _as_list(results)
     baseline = baseline or default_baseline(items)
+    command = command if command is not None else command_line()
+    records = measured_files(items, files, scratch)
+    load = load_assessment(items)
     out = Path(out_dir)
-    paths = {"csv": out / "results.csv", "markdown": out / "report.md", "plot": out / "latency.png",
-             "json": out / "results.json"}
+    if not staged:
+        return _write_all(items, out, title, baseline, notes, command, records, load)
+    with staged_dir(out, owned=REPORT_FILES) as stage:
+        names = {k: p.name for k, p in _write_all(items, stage, title, baseline, notes, command, records, load).items()}
+    return {k: out / name for k, name in names.items()}
+
+
+def _write_all(items: list[BenchResult], out: Path, title: str, baseline: str, notes: Sequence[str], command: str,
+               records: dict[str, dict[str, Any]], load: dict[str, dict[str, Any]]) -> dict[str, Path]:
+    paths = {key: out / name for key, name in zip(("csv", "markdown", "plot", "json"), REPORT_FILES)}
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
     writer.writeheader()
-    writer.writerows(csv_rows(items, baseline))
+    writer.writerows(csv_rows(items, baseline, load))
     atomic_write_text(paths["csv"], buffer.getvalue())
-    atomic_write_text(paths["markdown"], markdown(items, title, baseline, notes))
+    atomic_write_text(paths["markdown"], _render(items, title, baseline, notes, command,
+                                                          list(records.values()), load))
     try:
         plot(items, paths["plot"], title)
     except ImportError:  # deployment targets may lack matplotlib: the tables are the results, the plot a view
         paths.pop("plot")
-    one_run = len({r.run_id for r in items}) == 1  # else each result keeps the environment it was measured in
-    record = {"title": title, "baseline": baseline, "notes": list(notes), "environment": items[0].environment,
-              "ratios": ratio_table(items, baseline), "results": [r.to_dict(environment=not one_run) for r in items]}
-    atomic_write_text(paths["json"], json.dumps(record, indent=2, default=str))
+    atomic_write_text(paths["json"], json.dumps(_json_record(items, title, baseline, notes, command, records, load),
+                                                indent=2, default=str))
     return paths
+
+
+def _json_record(items: list[BenchResult], title: str, baseline: str, notes: Sequence[str], command: str,
+                 records: dict[str, dict[str, Any]], load: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    one_run = len(load) == 1  # else each result keeps the environment it was measured in
+    ratios = [{**row, "finding": not load[r.run_id]["loaded"]} for r, row in zip(items, ratio_table(items, baseline))]
+    results = [{**r.to_dict(environment=not one_run), "runner": _public_runner(r.runner, records)} for r in items]
+    return {"title": title, "command": command, "provenance": _provenance(items, command), "baseline": baseline,
+            "notes": list(notes), "environment": items[0].environment, "load": load, "files": list(records.values()),
+            "warnings": _load_warnings(load), "ratios": ratios, "results": results}
+
+
+def _provenance(items: list[BenchResult], command: str) -> dict[str, Any]:
+    """The toolkit's provenance record (kind "bench-report") for the run(s) in the report."""
+    def unique(values: Iterable[Any]) -> Any:
+        found = list(dict.fromkeys(v for v in values if v is not None))
+        return found[0] if len(found) == 1 else None
+
+    resolution = _resolution(unique(r.meta.get("resolution") for r in items))
+    env = items[0].environment
+    return provenance("bench-report", resolution=resolution, iters=unique(r.meta.get("iters") for r in items),
+                      precision=",".join(dict.fromkeys(r.precision for r in items)),
+                      backend=",".join(dict.fromkeys(r.backend for r in items)),
+                      device=env.get("gpu") or env.get("cpu"), command=command,
+                      extra={"run_ids": list(dict.fromkeys(r.run_id for r in items))})
+
+
+def _resolution(text: Any) -> tuple[int, int] | None:
+    try:
+        return parse_resolution(text) if isinstance(text, str) else None
+    except ValueError:
+        return None

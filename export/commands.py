@@ -3,16 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
-from typing import Any
 
-from flownas.fileio import atomic_path, atomic_write_text, parse_resolution
+from flownas.fileio import parse_resolution
 
-from .metadata import read_metadata
-from .onnx_export import DEFAULT_OPSET, ExportSpec, export_onnx
-from .verify import (DEFAULT_TOLERANCE_EPE, VerificationError, artifact_kind, engine_flow_fn, onnx_flow_fn,
-                     torch_flow_fn, verification_pairs, verify)
+from .onnx_export import DEFAULT_OPSET, ExportError, ExportSpec
+from .verify import DEFAULT_TOLERANCE_EPE, real_pair_images
+from .workflow import export_verified_onnx, verify_artifacts
 
 
 def add_export_parsers(sub: argparse._SubParsersAction) -> None:
@@ -33,71 +30,58 @@ def add_export_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = export_sub.add_parser("lint", help="check an ONNX file against TensorRT's parser and known pitfalls")
     p.add_argument("onnx", help="ONNX file")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = export_sub.add_parser("trt", help="build a TensorRT engine from an ONNX file and verify it")
     p.add_argument("onnx", help="ONNX file made by `export onnx`")
     p.add_argument("--out", required=True, help="engine file (.engine/.plan); a .json sidecar is written beside it")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="fp32 (IEEE, TF32 off) or fp16 (strongly typed: correlation and coordinates stay fp32)")
     p.add_argument("--min", dest="min_shapes", help="trtexec-style shapes, e.g. image1:1x3x256x320,image2:1x3x256x320")
-    p.add_argument("--opt", dest="opt_shapes")
-    p.add_argument("--max", dest="max_shapes")
-    p.add_argument("--workspace-mb", type=int, default=4096)
+    p.add_argument("--opt", dest="opt_shapes", help="optimisation shapes of a dynamic engine (default: --min)")
+    p.add_argument("--max", dest="max_shapes", help="largest shapes of a dynamic engine (default: --min)")
+    p.add_argument("--workspace-mb", type=int, default=4096, help="builder workspace in MiB (default 4096)")
     p.add_argument("--timing-cache", help="timing cache file (read and updated)")
     _verify_args(p)
 
     p = sub.add_parser("verify", help="compare the flow of two artifacts (checkpoint, ONNX file, engine)")
-    p.add_argument("a")
-    p.add_argument("b")
+    p.add_argument("a", help="reference artifact (.pt/.pth checkpoint, .onnx, .engine/.plan)")
+    p.add_argument("b", help="candidate artifact")
     p.add_argument("--arch", help="architecture for a supernet checkpoint")
     p.add_argument("--iters", type=int, help="iterations for checkpoints (default: the ONNX/engine record's, else 12)")
     p.add_argument("--resolution", help="HxW of the test pairs (default: the artifact's export resolution)")
+    p.add_argument("--input-shape", dest="input_shapes", metavar="NAME:DIMS[,...]",
+                   help="shapes for dynamic inputs of graphs that are not flow models (trtexec syntax)")
     _verify_args(p)
 
 
 def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE_EPE, help="max EPE in px (default 1e-3)")
-    p.add_argument("--real-pair", help="folder with frame10.png/frame11.png (default: ../shared Middlebury pair)")
+    p.add_argument("--real-pair", metavar="DIR",
+                   help="also verify on a real pair: a folder with frame10.png and frame11.png (e.g. a Middlebury "
+                        "sequence); default: seeded synthetic pairs only")
 
 
 def run_export(args: argparse.Namespace) -> int:
     return {"onnx": _export_onnx, "lint": _export_lint, "trt": _export_trt}[args.export_command](args)
 
 
-def _load_source(args: argparse.Namespace) -> Any:
-    from flownas.models import FlowNASSupernet
-    from flownas.weights import load_model
+def _export_onnx(args: argparse.Namespace) -> int:
+    from flownas.loading import load_flow_model
 
     if args.supernet and not args.arch:
-        raise ValueError("--supernet needs --arch (the subnet to export)")
-    model = load_model(args.supernet or args.weights, arch=args.arch)
-    if isinstance(model, FlowNASSupernet):
-        raise ValueError(f"{args.weights}: a supernet cannot be exported as a whole; choose a subnet with --arch")
-    return model
-
-
-def _export_onnx(args: argparse.Namespace) -> int:
-    model = _load_source(args)
+        raise ExportError("--supernet needs --arch (the subnet to export)")
     height, width = parse_resolution(args.resolution)
     spec = ExportSpec(height, width, args.iters, args.opset, dynamic=args.dynamic, for_tensorrt=not args.no_tensorrt)
     spec.validate()
-    out = Path(args.out)
-    with atomic_path(out) as tmp:  # the file appears only once it has been verified
-        record = export_onnx(model, tmp, spec, {"source": str(args.supernet or args.weights)})
-        sizes = [(height, width)] + ([(height + 64, width + 128)] if args.dynamic else [])
-        checks = {}
-        for h, w in sizes:
-            pairs = verification_pairs(h, w, args.real_pair)
-            report = verify(torch_flow_fn(model, args.iters), onnx_flow_fn(tmp), pairs, args.tolerance)
-            print(f"ONNX Runtime vs PyTorch at {h}x{w}, {args.iters} iterations:\n{report.summary()}")
-            if not report.ok:
-                raise VerificationError(f"{out}: ONNX flow differs from PyTorch (max EPE {report.max_epe:.2e} px > "
-                                        f"{args.tolerance:g} px); no file written")
-            checks[f"{h}x{w}"] = report.to_dict()
-    record.update(file_size_bytes=out.stat().st_size, verification=checks)
-    atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=2, default=str))
-    print(f"wrote {out} ({record['file_size_bytes'] / 2**20:.1f} MiB, exported in {record['export_seconds']:.1f} s) "
-          f"and {out.with_suffix('.json')}")
+    if args.real_pair:
+        real_pair_images(args.real_pair, 128, 128)  # a missing real pair fails before the model loads
+    model = load_flow_model(args.supernet or args.weights, arch=args.arch)
+    result = export_verified_onnx(model, args.out, spec, real_pair=args.real_pair, tolerance_epe=args.tolerance,
+                                  source=str(args.supernet or args.weights), log=print)
+    record = result.record
+    print(f"wrote {result.path} ({record['file_size_bytes'] / 2**20:.1f} MiB, exported in "
+          f"{record['export_seconds']:.1f} s) and {result.path.with_suffix('.json')}")
     return 0
 
 
@@ -110,51 +94,22 @@ def _export_lint(args: argparse.Namespace) -> int:
 
 
 def _export_trt(args: argparse.Namespace) -> int:
-    from .tensorrt import build_engine, engine_sidecar_path, profiles_from_specs
+    from .tensorrt import build_verified_engine, profiles_from_specs
 
+    if Path(args.onnx).suffix.lower() != ".onnx" or not Path(args.onnx).is_file():
+        raise ExportError(f"{args.onnx}: expected an existing .onnx file made by `export onnx`")
     if (args.opt_shapes or args.max_shapes) and not args.min_shapes:
-        raise ValueError("--opt/--max shapes need --min shapes too")
+        raise ExportError("--opt/--max shapes need --min shapes too")
     profiles = profiles_from_specs(args.min_shapes, args.opt_shapes, args.max_shapes) if args.min_shapes else None
-    meta = read_metadata(args.onnx)
-    record = build_engine(args.onnx, args.out, precision=args.precision, profiles=profiles,
-                          workspace_mb=args.workspace_mb, timing_cache=args.timing_cache)
-    height, width = meta.get("export_height", 384), meta.get("export_width", 512)
-    tolerance = args.tolerance if args.precision == "fp32" else max(args.tolerance, 5e-2)
-    report = verify(onnx_flow_fn(args.onnx), engine_flow_fn(args.out), verification_pairs(height, width, args.real_pair),
-                    tolerance)
-    print(f"TensorRT ({args.precision}) vs ONNX Runtime:\n{report.summary()}")
-    if not report.ok:
-        Path(args.out).unlink(missing_ok=True)
-        engine_sidecar_path(args.out).unlink(missing_ok=True)
-        raise VerificationError(f"{args.out}: engine flow differs from ONNX Runtime; engine removed")
-    record["verification"] = {"reference": "onnxruntime-cpu", **report.to_dict()}
-    atomic_write_text(engine_sidecar_path(args.out), json.dumps(record, indent=2, default=str))
-    print(f"wrote {args.out} (built in {record['build_time_s']:.1f} s) and {engine_sidecar_path(args.out)}")
+    record = build_verified_engine(args.onnx, args.out, precision=args.precision, profiles=profiles,
+                                   workspace_mb=args.workspace_mb, timing_cache=args.timing_cache,
+                                   tolerance_epe=args.tolerance, real_pair=args.real_pair)
+    print(f"wrote {args.out} (built in {record['build_time_s']:.1f} s) and {args.out}.json")
     return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    meta: dict[str, Any] = {}
-    for path in (args.a, args.b):
-        if not os.path.exists(path):
-            raise VerificationError(f"{path}: file not found")
-        if artifact_kind(path) == "onnx":
-            meta = meta or read_metadata(path)
-    iters = args.iters or meta.get("export_iters", 12)
-    height, width = (parse_resolution(args.resolution) if args.resolution
-                     else (meta.get("export_height", 384), meta.get("export_width", 512)))
-    fns = [_flow_fn(path, iters, args.arch) for path in (args.a, args.b)]
-    report = verify(fns[0], fns[1], verification_pairs(height, width, args.real_pair), args.tolerance)
-    print(f"{args.a} vs {args.b} at {height}x{width}, {iters} iterations:\n{report.summary()}")
+    report = verify_artifacts(args.a, args.b, arch=args.arch, iters=args.iters, resolution=args.resolution,
+                              real_pair=args.real_pair, tolerance_epe=args.tolerance, input_shapes=args.input_shapes)
+    print(f"{args.a} vs {args.b}:\n{report.summary()}")
     return 0 if report.ok else 1
-
-
-def _flow_fn(path: str, iters: int, arch: str | None):
-    kind = artifact_kind(path)
-    if kind == "onnx":
-        return onnx_flow_fn(path)
-    if kind == "engine":
-        return engine_flow_fn(path)
-    from flownas.weights import load_model
-
-    return torch_flow_fn(load_model(path, arch=arch), iters)

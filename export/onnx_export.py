@@ -6,10 +6,8 @@ ONNX `metadata_props`; the graph is checked, then simplified (constant folding) 
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -21,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 import flownas
-from flownas.fileio import atomic_path
+from flownas.fileio import atomic_path, clean_legacy_dirs, scratch_dir
 from flownas.models import FlowModel
 
 from .metadata import read_metadata  # noqa: F401  (re-exported for callers of the exporter)
@@ -97,8 +95,10 @@ def export_onnx(model: FlowModel, out_path: str | os.PathLike, spec: ExportSpec,
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
-        raw_path = Path(tmp) / "raw.onnx"
+    # The old code's `tmpXXXXXXXX/raw.onnx` folders, left by killed exports (they carry no pid: age tells).
+    clean_legacy_dirs(out_path.parent, r"tmp[a-z0-9_]{8}", r"raw\.onnx")
+    with scratch_dir(out_path, "export") as tmp:  # pid-named: a killed export's scratch goes at the next one
+        raw_path = tmp / "raw.onnx"
         _trace(model, raw_path, spec)
         graph = _simplify(onnx.load(str(raw_path)))
     record = export_record(model, spec, time.perf_counter() - start, extra_metadata)
@@ -132,20 +132,17 @@ def _simplify(graph: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def export_record(model: FlowModel, spec: ExportSpec, seconds: float, extra: dict[str, Any] | None) -> dict[str, Any]:
-    """How the artifact was made (stored in the ONNX file and printed by the CLI)."""
-    import onnxruntime
+    """How the artifact was made (stored in the ONNX file and printed by the CLI): the toolkit's provenance
+    record (kind "onnx") plus the model config, the export settings (`export_*`) and the export time."""
+    from flownas.provenance import library_version, provenance
 
-    record = {
-        "arch_id": model_identity(model),
-        "model_config": model.config(),
-        **{f"export_{k}": v for k, v in asdict(spec).items()},
-        "toolkit_version": flownas.__version__,
-        "torch_version": str(torch.__version__),
-        "onnx_version": onnx.__version__,
-        "onnxruntime_version": onnxruntime.__version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "export_seconds": round(seconds, 2),
-    }
+    record = provenance("onnx", arch_id=model_identity(model), resolution=(spec.height, spec.width),
+                        iters=spec.iters, precision="fp32", backend="onnx", extra={
+                            "model_config": model.config(), **{f"export_{k}": v for k, v in asdict(spec).items()},
+                            "torch_version": str(torch.__version__), "onnx_version": onnx.__version__,
+                            "onnxruntime_version": library_version("onnxruntime", "onnxruntime-gpu"),
+                            "export_seconds": round(seconds, 2)})
+    record["toolkit_version"] = flownas.__version__
     record.update(extra or {})
     return record
 

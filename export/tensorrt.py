@@ -10,33 +10,40 @@ Documentation" and the 10.x -> 11.x migration guide):
   is the only route there; using it on 10 as well gives one behaviour: the types written in the graph are the
   types that run, and coordinates, correlation and GridSample stay fp32.
 
+`build_verified_engine` is what `export trt` runs: build to a temporary file, check the engine against ONNX
+Runtime CPU at shapes inside its profile, and only then publish the engine and its record.
 `tensorrt` is imported inside the functions that need it: this module imports on machines without it.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnx
 
-from flownas.fileio import atomic_write_bytes
+from flownas.errors import UserInputError
+from flownas.fileio import atomic_write_bytes, atomic_write_text
+from flownas.provenance import provenance
 
 from .metadata import decode_metadata
 from .precision import PRECISION_KEY, PRECISION_VALUE, fp16_summary, to_fp16_strongly_typed
 from .trt_runtime import TensorRTUnavailable, gpu_info, import_tensorrt
 
-__all__ = ["ShapeProfile", "TensorRTUnavailable", "build_engine", "engine_sidecar_path", "parse_shape_spec",
-           "profiles_from_specs", "read_engine_record", "validate_profiles"]
+__all__ = ["ShapeProfile", "TensorRTUnavailable", "build_engine", "build_verified_engine", "engine_sidecar_path",
+           "parse_shape_spec", "profiles_from_specs", "read_engine_record", "validate_profiles",
+           "verification_points"]
 
 PRECISIONS = ("fp32", "fp16")
+DEFAULT_TOLERANCE_EPE = {"fp32": 1e-3, "fp16": 5e-2}  # px: fp32 as the ONNX export check; fp16 rounds more
+MIN_VERIFY_SIDE = 32  # px: the synthetic verification pairs (flownas.data.synthetic.make_pair) need 32x32
 _log = logging.getLogger(__name__)
 
 

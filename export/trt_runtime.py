@@ -2,27 +2,23 @@
 
 TensorRT 10 removed the binding-index API: IO tensors are addressed by name (`set_input_shape`,
 `set_tensor_address`, `execute_async_v3`). Buffers, streams and events come from cuda-python as in NVIDIA's
-TensorRT Python samples (`samples/python/common_runtime.py`: each call returns `(err, *results)`), else pycuda.
+TensorRT Python samples, else pycuda (`export.cuda_bindings`: each binding is tried, failures are reported).
 Host buffers are page-locked so copies are truly asynchronous and run at full speed, as trtexec's do.
+With `cuda_graph=True` the engine's work is replayed as a CUDA graph, as trtexec 11 does by default.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
-from flownas.errors import MissingDependencyError, ToolkitError
 
-
-class TensorRTUnavailable(MissingDependencyError):
-    """TensorRT, a CUDA Python binding or an NVIDIA GPU is missing; the message is one line."""
-
-
-class CudaError(ToolkitError, RuntimeError):
-    """A CUDA call failed; the message names the call."""
+from .cuda_bindings import (  # noqa: F401  (re-exported: callers import them from here)
+    BINDINGS, CudaBackend, CudaError, TensorRTUnavailable, binding_candidates, cuda_backend, gpu_info,
+    select_cuda_binding,
+)
 
 
 TRT_MISSING = ("TensorRT is not installed (pip install tensorrt needs NVIDIA's index); "
@@ -42,209 +38,6 @@ def import_tensorrt() -> Any:
     if major not in (10, 11):
         raise TensorRTUnavailable(f"TensorRT {trt.__version__} is not supported: this toolkit needs TensorRT 10 or 11")
     return trt
-
-
-class _CudaPython:
-    """cuda-python runtime bindings: `cuda.bindings.runtime` (>= 12.6; the only path in 13) or `cuda.cudart`."""
-
-    name = "cuda-python"
-
-    def __init__(self) -> None:
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart  # cuda-python < 12.6; removed in 13.0 (cuda-bindings 13.0.0 release notes)
-        self.rt = cudart
-        try:
-            count = self._call("cudaGetDeviceCount", cudart.cudaGetDeviceCount())
-        except CudaError as exc:  # cudaErrorNoDevice / cudaErrorInsufficientDriver
-            raise TensorRTUnavailable(f"no usable CUDA GPU ({exc})") from exc
-        if count < 1:
-            raise TensorRTUnavailable("no CUDA GPU found (cudaGetDeviceCount returned 0)")
-
-    def _call(self, fn: str, result: tuple) -> Any:
-        err, *values = result
-        if err != self.rt.cudaError_t.cudaSuccess:
-            _, name = self.rt.cudaGetErrorName(err)
-            raise CudaError(f"{fn} failed: {name.decode() if isinstance(name, bytes) else name}")
-        return values[0] if len(values) == 1 else tuple(values) or None
-
-    def malloc(self, nbytes: int) -> int:
-        return int(self._call("cudaMalloc", self.rt.cudaMalloc(nbytes)))
-
-    def free(self, ptr: int) -> None:
-        self._call("cudaFree", self.rt.cudaFree(ptr))
-
-    def malloc_host(self, nbytes: int) -> np.ndarray:
-        # Wrapping cudaMallocHost memory in numpy follows HostDeviceMem in samples/python/common_runtime.py.
-        ptr = self._call("cudaMallocHost", self.rt.cudaMallocHost(nbytes))
-        return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_uint8)), (nbytes,))
-
-    def free_host(self, array: np.ndarray) -> None:
-        self._call("cudaFreeHost", self.rt.cudaFreeHost(array.ctypes.data))
-
-    def memcpy_htod_async(self, dst: int, src: np.ndarray, nbytes: int, stream: Any) -> None:
-        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._call("cudaMemcpyAsync", self.rt.cudaMemcpyAsync(dst, src.ctypes.data, nbytes, kind, stream))
-
-    def memcpy_dtoh_async(self, dst: np.ndarray, src: int, nbytes: int, stream: Any) -> None:
-        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._call("cudaMemcpyAsync", self.rt.cudaMemcpyAsync(dst.ctypes.data, src, nbytes, kind, stream))
-
-    def stream_create(self) -> Any:
-        return self._call("cudaStreamCreate", self.rt.cudaStreamCreate())
-
-    def stream_sync(self, stream: Any) -> None:
-        self._call("cudaStreamSynchronize", self.rt.cudaStreamSynchronize(stream))
-
-    def stream_destroy(self, stream: Any) -> None:
-        self._call("cudaStreamDestroy", self.rt.cudaStreamDestroy(stream))
-
-    def stream_handle(self, stream: Any) -> int:
-        # int(obj) is deprecated in cuda-bindings 13 in favour of get_cuda_native_handle (13.0.0 release notes).
-        try:
-            from cuda.bindings.utils import get_cuda_native_handle
-
-            return int(get_cuda_native_handle(stream))
-        except (ImportError, TypeError):  # older bindings: no utils module, or no getter for this type
-            return int(stream)
-
-    def event_create(self) -> Any:
-        return self._call("cudaEventCreate", self.rt.cudaEventCreate())
-
-    def event_record(self, event: Any, stream: Any) -> None:
-        self._call("cudaEventRecord", self.rt.cudaEventRecord(event, stream))
-
-    def event_elapsed_ms(self, start: Any, end: Any) -> float:
-        self._call("cudaEventSynchronize", self.rt.cudaEventSynchronize(end))
-        return float(self._call("cudaEventElapsedTime", self.rt.cudaEventElapsedTime(start, end)))
-
-    def event_destroy(self, event: Any) -> None:
-        self._call("cudaEventDestroy", self.rt.cudaEventDestroy(event))
-
-    def device_info(self) -> dict[str, Any]:
-        device = self._call("cudaGetDevice", self.rt.cudaGetDevice())
-        prop = self._call("cudaGetDeviceProperties", self.rt.cudaGetDeviceProperties(device))
-        name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
-        return {"name": name.rstrip("\x00"), "compute_capability": f"{prop.major}.{prop.minor}",
-                "index": int(device), "cuda_binding": self.name}
-
-    def close(self) -> None:
-        """Nothing to release: the runtime API owns the primary context."""
-
-
-class _PyCuda:
-    """pycuda driver bindings on the device's primary context (the one the CUDA runtime and TensorRT use)."""
-
-    name = "pycuda"
-
-    def __init__(self, device: int = 0) -> None:
-        import pycuda.driver as drv
-
-        self.drv = drv
-        try:
-            self._call("cuInit", drv.init)
-            count = self._call("cuDeviceGetCount", drv.Device.count)
-        except CudaError as exc:
-            raise TensorRTUnavailable(f"no usable CUDA GPU ({exc})") from exc
-        if count < 1:
-            raise TensorRTUnavailable("no CUDA GPU found (pycuda sees no device)")
-        self.index, self.device = device, drv.Device(device)
-        self.context = self._call("cuDevicePrimaryCtxRetain", self.device.retain_primary_context)
-        self._call("cuCtxPushCurrent", self.context.push)
-        self._allocations: dict[int, Any] = {}
-
-    def _call(self, fn: str, func: Any, *args: Any) -> Any:
-        # pycuda raises its own exceptions; re-raise them with the CUDA call's name, like the other backend.
-        try:
-            return func(*args)
-        except self.drv.Error as exc:
-            raise CudaError(f"{fn} failed: {exc}") from exc
-
-    def malloc(self, nbytes: int) -> int:
-        allocation = self._call("cuMemAlloc", self.drv.mem_alloc, nbytes)
-        self._allocations[int(allocation)] = allocation
-        return int(allocation)
-
-    def free(self, ptr: int) -> None:
-        self._call("cuMemFree", self._allocations.pop(ptr).free)
-
-    def malloc_host(self, nbytes: int) -> np.ndarray:
-        return self._call("cuMemHostAlloc", self.drv.pagelocked_empty, (nbytes,), np.uint8)
-
-    def free_host(self, array: np.ndarray) -> None:
-        self._call("cuMemFreeHost", array.base.free)
-
-    def memcpy_htod_async(self, dst: int, src: np.ndarray, nbytes: int, stream: Any) -> None:
-        self._call("cuMemcpyHtoDAsync", self.drv.memcpy_htod_async, dst, src[:nbytes], stream)
-
-    def memcpy_dtoh_async(self, dst: np.ndarray, src: int, nbytes: int, stream: Any) -> None:
-        self._call("cuMemcpyDtoHAsync", self.drv.memcpy_dtoh_async, dst[:nbytes], src, stream)
-
-    def stream_create(self) -> Any:
-        return self._call("cuStreamCreate", self.drv.Stream)
-
-    def stream_sync(self, stream: Any) -> None:
-        self._call("cuStreamSynchronize", stream.synchronize)
-
-    def stream_destroy(self, stream: Any) -> None:
-        """pycuda destroys a stream when its Python object is collected."""
-
-    def stream_handle(self, stream: Any) -> int:
-        return int(stream.handle)
-
-    def event_create(self) -> Any:
-        return self._call("cuEventCreate", self.drv.Event)
-
-    def event_record(self, event: Any, stream: Any) -> None:
-        self._call("cuEventRecord", event.record, stream)
-
-    def event_elapsed_ms(self, start: Any, end: Any) -> float:
-        self._call("cuEventSynchronize", end.synchronize)
-        return float(self._call("cuEventElapsedTime", start.time_till, end))
-
-    def event_destroy(self, event: Any) -> None:
-        """pycuda destroys an event when its Python object is collected."""
-
-    def device_info(self) -> dict[str, Any]:
-        major, minor = self.device.compute_capability()
-        return {"name": self.device.name(), "compute_capability": f"{major}.{minor}",
-                "index": self.index, "cuda_binding": self.name}
-
-    def close(self) -> None:
-        self._call("cuCtxPopCurrent", self.context.pop)
-        self._call("cuDevicePrimaryCtxRelease", self.context.detach)
-
-
-CudaBackend = Union[_CudaPython, _PyCuda]  # the same methods, so callers never branch on the binding
-_BACKENDS = {"cuda-python": (_CudaPython,), "pycuda": (_PyCuda,), None: (_CudaPython, _PyCuda)}
-
-
-def cuda_backend(prefer: str | None = None) -> CudaBackend:
-    """A CUDA adapter: cuda-python if importable, else pycuda (`prefer` forces one of the two)."""
-    if prefer not in _BACKENDS:
-        raise ValueError(f"unknown CUDA binding {prefer!r}: choose 'cuda-python' or 'pycuda'")
-    missing = []
-    for backend in _BACKENDS[prefer]:
-        try:
-            return backend()
-        except ImportError as exc:
-            missing.append(f"{backend.name}: {exc}")
-    raise TensorRTUnavailable("no CUDA Python binding (pip install cuda-python, or pycuda): " + "; ".join(missing))
-
-
-def gpu_info() -> dict[str, Any] | None:
-    """Name and compute capability of the current CUDA device, or None when no binding or GPU is present."""
-    try:
-        backend = cuda_backend()
-    except (TensorRTUnavailable, CudaError):
-        return None
-    try:
-        return backend.device_info()
-    except CudaError:
-        return None
-    finally:
-        backend.close()
 
 
 @dataclass
@@ -276,14 +69,23 @@ class TrtRunner:
 
     Inputs are numpy arrays keyed by tensor name (`[B,3,H,W]` float32 images for the flow engines);
     outputs come back as new numpy arrays. Dynamic inputs take any shape inside the engine's profile 0.
+
+    `cuda` forces a binding ("cuda-python" or "pycuda"; default: the first that works). `cuda_graph=True`
+    captures the engine's `execute_async_v3` into a CUDA graph and launches that instead (less CPU launch
+    overhead, as trtexec 11's default); it is captured again whenever input shapes or buffers change. Host <->
+    device copies stay outside the graph, so `time_phases` still times them apart. Needs cuda-python.
     """
 
-    def __init__(self, engine_path: str | os.PathLike, *, cuda: str | None = None) -> None:
+    def __init__(self, engine_path: str | os.PathLike, *, cuda: str | None = None, cuda_graph: bool = False) -> None:
+        binding_candidates(cuda, cuda_graph=cuda_graph)  # refuse an unknown binding, or pycuda with graphs, now
         self.engine_path = Path(engine_path)
         self._prefer = cuda
+        self.cuda_graph = bool(cuda_graph)
         self._active = False
         self.input_names: list[str] = []    # engine IO tensor names, filled by activate()
         self.output_names: list[str] = []
+        self._graph_exec: Any = None        # instantiated CUDA graph and the bindings it was captured for
+        self._graph_key: tuple | None = None
 
     def activate(self) -> "TrtRunner":
         """Deserialize the engine, create the context, a stream, timing events and per-tensor buffers."""
@@ -291,7 +93,7 @@ class TrtRunner:
             return self
         trt = import_tensorrt()
         plan = self.engine_path.read_bytes()
-        self.cuda = cuda_backend(self._prefer)
+        self.cuda = cuda_backend(self._prefer, cuda_graph=self.cuda_graph)
         self._trt, self._logger = trt, trt.Logger(trt.Logger.WARNING)
         self.stream, self._events, self.tensors = None, [], {}
         self._active = True  # from here on, deactivate() undoes whatever part of the set-up happened
@@ -321,6 +123,7 @@ class TrtRunner:
         if not self._active:
             return
         self._active = False
+        self._drop_graph()  # the graph holds the buffers' addresses: destroy it before freeing them
         for tensor in self.tensors.values():
             self._release(tensor)
         for event in self._events:
@@ -341,30 +144,78 @@ class TrtRunner:
         self._run(feeds, timed=False)
         return {name: self.tensors[name].view().copy() for name in self.output_names}
 
-    def time_phases(self, feeds: dict[str, np.ndarray]) -> dict[str, float]:
-        """One run timed with CUDA events: `h2d_ms`, `compute_ms`, `d2h_ms` and `total_ms` (device clock)."""
+    def time_phases(self, feeds: dict[str, np.ndarray]) -> dict[str, float | bool]:
+        """One run timed with CUDA events: `h2d_ms`, `compute_ms`, `d2h_ms`, `total_ms` (device clock, ms),
+        and `cuda_graph` (whether the compute phase was a CUDA graph launch)."""
         self._run(feeds, timed=True)
         cuda, (start, copied_in, computed, copied_out) = self.cuda, self._events
         return {"h2d_ms": cuda.event_elapsed_ms(start, copied_in),
                 "compute_ms": cuda.event_elapsed_ms(copied_in, computed),
                 "d2h_ms": cuda.event_elapsed_ms(computed, copied_out),
-                "total_ms": cuda.event_elapsed_ms(start, copied_out)}
+                "total_ms": cuda.event_elapsed_ms(start, copied_out), "cuda_graph": self.cuda_graph}
+
+    def describe(self) -> dict[str, Any]:
+        """Engine file, CUDA binding, whether CUDA graphs are used, and IO tensors (`shape` -1 = dynamic)."""
+        info: dict[str, Any] = {"engine": str(self.engine_path), "cuda_graph": self.cuda_graph,
+                                "cuda_binding": self.cuda.name if self._active else self._prefer}
+        if self._active:
+            info["io"] = {t.name: {"input": t.is_input, "dtype": t.dtype.name, "shape": list(t.engine_shape)}
+                          for t in self.tensors.values()}
+        return info
 
     def _run(self, feeds: dict[str, np.ndarray], timed: bool) -> None:
         self._require_active()
         self._stage_inputs(feeds)
+        if self.cuda_graph:
+            self._ensure_graph()  # before the first event: capturing is set-up, not part of the timed run
         mark = (lambda i: self.cuda.event_record(self._events[i], self.stream)) if timed else (lambda i: None)
         mark(0)
         for tensor in (t for t in self.tensors.values() if t.is_input):
             self.cuda.memcpy_htod_async(tensor.device, tensor.host, tensor.nbytes, self.stream)
         mark(1)
-        if not self.context.execute_async_v3(self.cuda.stream_handle(self.stream)):
-            raise RuntimeError(f"execute_async_v3 failed for {self.engine_path.name} (see TensorRT's log)")
+        if self.cuda_graph:
+            self.cuda.graph_launch(self._graph_exec, self.stream)
+        else:
+            self._enqueue()
         mark(2)
         for tensor in (t for t in self.tensors.values() if not t.is_input):
             self.cuda.memcpy_dtoh_async(tensor.host, tensor.device, tensor.nbytes, self.stream)
         mark(3)
         self.cuda.stream_sync(self.stream)
+
+    def _enqueue(self) -> None:
+        if not self.context.execute_async_v3(self.cuda.stream_handle(self.stream)):
+            raise RuntimeError(f"execute_async_v3 failed for {self.engine_path.name} (see TensorRT's log)")
+
+    def _ensure_graph(self) -> None:
+        """Capture `execute_async_v3` into a CUDA graph unless one exists for these shapes and buffers.
+
+        As trtexec does (samples/common/sampleInference.cpp, createEnqueueFunction): one ordinary enqueue
+        first, so TensorRT's deferred set-up (shape inference, resource allocation) is not captured, then
+        capture on the runner's stream. A graph bakes in shapes and device addresses, hence the key.
+        """
+        key = tuple((t.name, t.shape, t.device) for t in self.tensors.values())
+        if key == self._graph_key:
+            return
+        self._drop_graph()
+        self._enqueue()
+        self.cuda.stream_sync(self.stream)
+        self.cuda.graph_capture_begin(self.stream)
+        try:
+            captured = self.context.execute_async_v3(self.cuda.stream_handle(self.stream))
+        except BaseException:
+            self.cuda.graph_capture_abort(self.stream)
+            raise
+        if not captured:  # TensorRT returns False when an operation is not permitted under stream capture
+            self.cuda.graph_capture_abort(self.stream)
+            raise CudaError(f"{self.engine_path.name}: the engine cannot be captured into a CUDA graph (an "
+                            "operation is not permitted under stream capture); run it with cuda_graph=False")
+        self._graph_exec, self._graph_key = self.cuda.graph_capture_end(self.stream), key
+
+    def _drop_graph(self) -> None:
+        if self._graph_exec is not None:
+            exec_, self._graph_exec, self._graph_key = self._graph_exec, None, None
+            self.cuda.graph_exec_destroy(exec_)
 
     def _stage_inputs(self, feeds: dict[str, np.ndarray]) -> None:
         """Check names and shapes, set dynamic shapes, size buffers, fill host buffers, bind addresses."""

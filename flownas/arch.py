@@ -1,43 +1,45 @@
 """Architectures and the search space of FlowNAS (FACTS §1); pure Python + numpy, no torch.
 
-An `ArchConfig` holds one choice per stage for each of the four genes (width, kernel_size, depth,
-expand_ratio), in the published dict format `{"width": [...], "kernel_size": [...], "depth": [...],
-"expand_ratio": [...]}`. A `SearchSpace` holds the allowed choices per stage and does everything random
-(sample, mutate, crossover) from an explicit `np.random.Generator`, never from global state.
+A `SearchSpace` is a table of `Gene`s (flownas.genes) plus the fixed stem/head widths and stage strides.
+Every space has the four structural stage genes the encoder is built from (width, kernel_size, depth,
+expand_ratio, ids `w`/`k`/`d`/`e`); more genes, per stage or global (an iteration count, an update-block
+width), are registered with `space.with_genes(Gene(...))` and are then sampled, mutated, crossed over,
+validated and written into dicts and ids without new code. The encoder ignores them: their consumers (the
+search, a latency predictor) read them as `arch.<name>`.
+
+An `ArchConfig` holds one value per gene, in the published dict format `{"width": [...], "kernel_size":
+[...], "depth": [...], "expand_ratio": [...]}` (global genes appear as `"iters": 12`), and has a short
+readable id (`w64.72.88.104.120.136-k3.5.3.5.5.5-d2.1.1.2.2.1-e1.4.6.5.6.6`, global genes add `-i12`).
+Everything random takes an explicit `np.random.Generator` or int seed, never global state.
 """
 from __future__ import annotations
 
+import contextvars
+import functools
 import itertools
 import json
 import math
-import numbers
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Iterator, Mapping, Sequence
 
-import numpy as np
-from .errors import ToolkitError
+from .genes import (STAGE, ArchError, Gene, GeneValue, GeneValues, RngLike, SpaceError, as_int, as_rng, check_gene_names,
+                    check_keys, check_table, gene_values, parse_id, with_defaults)
 
-ARCH_KEYS = ("width", "kernel_size", "depth", "expand_ratio")
-ID_PREFIXES = ("w", "k", "d", "e")  # one letter per gene, in ARCH_KEYS order
-SPACE_FIELDS = ("widths", "kernel_sizes", "depths", "expand_ratios")  # SearchSpace attribute per gene
-SPACE_KEYS = ARCH_KEYS + ("strides", "stem_channels", "head_channels")
+ARCH_KEYS = ("width", "kernel_size", "depth", "expand_ratio")  # the structural genes, in id order
+ID_PREFIXES = ("w", "k", "d", "e")  # one letter per structural gene, in ARCH_KEYS order
+SPACE_FIXED_KEYS = ("strides", "stem_channels", "head_channels")
+SPACE_KEYS = ARCH_KEYS + SPACE_FIXED_KEYS + ("extra_genes",)
 FLOWNAS_STRIDES = (1, 1, 2, 1, 2, 1)
 
-RngLike = Union[np.random.Generator, int]
-_ID_RE = re.compile(r"w([0-9.]+)-k([0-9.]+)-d([0-9.]+)-e([0-9.]+)")
 _ID_START_RE = re.compile(r"w[0-9]")
-
-
-class ArchError(ToolkitError, ValueError):
-    """An architecture that is malformed or outside its search space (one-line message)."""
-
-
-class SpaceError(ToolkitError, ValueError):
-    """A malformed search-space definition (one-line message)."""
+# The space `resolve_arch` parses against, so that dicts and ids nested in its string forms know the
+# space's extra genes; unset, parsing uses the FlowNAS space.
+_PARSE_SPACE: contextvars.ContextVar["SearchSpace | None"] = contextvars.ContextVar("flownas_parse_space",
+                                                                                   default=None)
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -66,33 +68,6 @@ def mid_channels(in_channels: int, expand_ratio: float, has_expand: bool) -> int
     return expanded_channels(in_channels, expand_ratio) if has_expand else in_channels
 
 
-def _as_int(value: Any, what: str, error: type = ArchError) -> int:
-    # JSON and YAML give ints; numpy integers are accepted, floats and bools are not (2.5 is no width).
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise error(f"{what} must be an integer, got {value!r}")
-    return int(value)
-
-
-def _as_rng(rng: RngLike) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be a np.random.Generator or an int seed, got {type(rng).__name__}")
-
-
-def _check_keys(d: Any, allowed: Sequence[str], what: str, error: type) -> None:
-    # The four gene keys are always required; anything not in `allowed` is a typo or an alias.
-    if not isinstance(d, Mapping):
-        raise error(f"{what} must be a dict with keys {', '.join(ARCH_KEYS)}, got {type(d).__name__}")
-    for key in d:
-        if key not in allowed:
-            raise error(f"unknown {what} key {key!r} (allowed keys: {', '.join(allowed)})")
-    for key in ARCH_KEYS:
-        if key not in d:
-            raise error(f"{what} is missing key {key!r} (required keys: {', '.join(ARCH_KEYS)})")
-
-
 def _parse_json(text: str) -> Any:
     try:
         data = json.loads(text)
@@ -101,6 +76,10 @@ def _parse_json(text: str) -> Any:
     if not isinstance(data, Mapping):
         raise ArchError(f"architecture JSON must be an object, got {type(data).__name__}")
     return data
+
+
+def _default_space(space: "SearchSpace | None") -> "SearchSpace":
+    return space or _PARSE_SPACE.get() or SearchSpace.flownas()
 
 
 @dataclass(frozen=True)
@@ -119,29 +98,19 @@ class BlockSpec:
     has_expand: bool
 
 
-@dataclass(frozen=True)
-class ArchConfig:
-    """One architecture: a per-stage tuple for each gene. Frozen and hashable (usable as a dict key)."""
+class ArchConfig(GeneValues):
+    """One architecture: a value per gene of its space (a per-stage tuple, or an int for a global gene).
 
-    width: tuple[int, ...]
-    kernel_size: tuple[int, ...]
-    depth: tuple[int, ...]
-    expand_ratio: tuple[int, ...]
+    Frozen and hashable (usable as a dict key); equal architectures hash equal. `ArchConfig(width,
+    kernel_size, depth, expand_ratio)` builds one over the four structural genes; architectures with more
+    genes come from `from_dict`/`from_id` with their space, or from the space's operators. Genes read as
+    attributes: `arch.width`, `arch.iters`.
+    """
 
-    def __post_init__(self) -> None:
-        # Coerce lists (JSON) to tuples so that equal architectures hash equal.
-        for key in ARCH_KEYS:
-            values = getattr(self, key)
-            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-                raise ArchError(f"{key} must be a list with one integer per stage, got {values!r}")
-            coerced = tuple(_as_int(v, f"{key}[{i}]") for i, v in enumerate(values))
-            object.__setattr__(self, key, coerced)
-        lengths = {key: len(getattr(self, key)) for key in ARCH_KEYS}
-        if len(set(lengths.values())) != 1 or lengths["width"] == 0:
-            raise ArchError(f"all genes need one entry per stage; lengths are {lengths}")
-
-    def __str__(self) -> str:
-        return self.id
+    def __init__(self, width: Sequence[int], kernel_size: Sequence[int], depth: Sequence[int],
+                 expand_ratio: Sequence[int]) -> None:
+        values = dict(zip(ARCH_KEYS, (width, kernel_size, depth, expand_ratio)))
+        object.__setattr__(self, "genes", gene_values(SearchSpace.flownas().genes, values))
 
     @property
     def num_stages(self) -> int:
@@ -151,42 +120,37 @@ class ArchConfig:
     def num_blocks(self) -> int:
         return sum(self.depth)
 
-    def to_dict(self) -> dict[str, list[int]]:
-        """The published format: `{"width": [...], "kernel_size": [...], "depth": [...], "expand_ratio": [...]}`."""
-        return {key: list(getattr(self, key)) for key in ARCH_KEYS}
-
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ArchConfig":
-        """Parse the published format; exactly the four keys, no aliases."""
-        _check_keys(d, ARCH_KEYS, "architecture", ArchError)
-        return cls(*(d[k] for k in ARCH_KEYS))
+    def from_dict(cls, d: Mapping[str, Any], space: "SearchSpace | None" = None) -> "ArchConfig":
+        """Parse the published format: exactly the space's gene keys (default: FlowNAS), no aliases.
+
+        A global gene with a declared default may be omitted and takes its default.
+        """
+        genes = _default_space(space).genes
+        check_keys(d, [g.name for g in genes], [g.name for g in genes if g.default is None], "architecture",
+                    ArchError)
+        return cls.build(genes, {g.name: d.get(g.name, g.default) for g in genes})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str) -> "ArchConfig":
-        return cls.from_dict(_parse_json(text))
-
-    @property
-    def id(self) -> str:
-        """Short readable id, e.g. `w64.72.88.104.120.136-k3.5.3.5.5.5-d2.1.1.2.2.1-e1.4.6.5.6.6`."""
-        return "-".join(p + ".".join(map(str, getattr(self, k))) for p, k in zip(ID_PREFIXES, ARCH_KEYS))
+    def from_json(cls, text: str, space: "SearchSpace | None" = None) -> "ArchConfig":
+        return cls.from_dict(_parse_json(text), space)
 
     @classmethod
-    def from_id(cls, s: str) -> "ArchConfig":
-        """Parse an id written by `id`."""
-        match = _ID_RE.fullmatch(s.strip()) if isinstance(s, str) else None
+    def from_id(cls, s: str, space: "SearchSpace | None" = None) -> "ArchConfig":
+        """Parse an id written by `id`: the space's gene groups in order (a defaulted global gene may be left out)."""
+        space = _default_space(space)
         try:
-            if match is None:
-                raise ValueError
-            genes = [tuple(int(v) for v in group.split(".")) for group in match.groups()]
+            values = parse_id(s, space.genes)
         except ValueError:
+            pattern = "-".join(f"{g.prefix}<{g.name}>" for g in space.genes)
             raise ArchError(
-                f"malformed architecture id {s!r}: expected w<widths>-k<kernels>-d<depths>-e<expands>, "
-                f"each a dot-separated list of integers (e.g. {RAFT_K.id})"
+                f"malformed architecture id {s!r}: expected {pattern}, each a dot-separated list of integers "
+                f"(e.g. {space.largest().id})"
             ) from None
-        return cls(*genes)
+        return cls.build(space.genes, values)
 
     def blocks(self, space: "SearchSpace | None" = None) -> list[BlockSpec]:
         """The static blocks of this architecture in order, channels chained from the stem.
@@ -209,75 +173,98 @@ class ArchConfig:
         return blocks
 
 
-def _choices(value: Any, key: str) -> tuple[tuple[int, ...], ...]:
-    # One non-empty list of distinct positive ints per stage; duplicates would bias uniform sampling.
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise SpaceError(f"{key} must be a list with one list of choices per stage, got {value!r}")
-    stages = []
-    for stage, options in enumerate(value):
-        if isinstance(options, (str, bytes)) or not isinstance(options, Sequence) or len(options) == 0:
-            raise SpaceError(f"{key} of stage {stage} must be a non-empty list of choices, got {options!r}")
-        ints = tuple(_as_int(v, f"{key} choice of stage {stage}", SpaceError) for v in options)
-        if min(ints) < 1 or len(set(ints)) != len(ints):
-            raise SpaceError(f"{key} of stage {stage} must hold distinct positive integers, got {list(ints)}")
-        stages.append(ints)
-    return tuple(stages)
+def flownas_genes() -> tuple[Gene, ...]:
+    """The released FlowNAS genes (FACTS §1): 80,621,568 architectures."""
+    return (
+        Gene("width", "w", STAGE, ((56, 64), (64, 72), (88, 96), (96, 104, 112), (112, 120, 128), (128, 136))),
+        Gene("kernel_size", "k", STAGE, ((3, 5),) * 6),
+        Gene("depth", "d", STAGE, ((1, 2), (1, 2, 3), (1, 2, 3), (1, 2, 3), (2, 3, 4), (1, 2))),
+        Gene("expand_ratio", "e", STAGE, ((1,), (1, 2, 4), (4, 5, 6), (4, 5, 6), (6,), (6,))),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _flownas_space() -> "SearchSpace":
+    return SearchSpace(flownas_genes())
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Per-stage choices of each gene, plus the fixed stem/head widths and stage strides."""
+    """A table of genes (the four structural stage genes first), plus stage strides and stem/head widths."""
 
-    widths: tuple[tuple[int, ...], ...]
-    kernel_sizes: tuple[tuple[int, ...], ...]
-    depths: tuple[tuple[int, ...], ...]
-    expand_ratios: tuple[tuple[int, ...], ...]
+    genes: tuple[Gene, ...]
     strides: tuple[int, ...] = FLOWNAS_STRIDES
     stem_channels: int = 64
     head_channels: int = 256
 
     def __post_init__(self) -> None:
-        for key, attr in zip(ARCH_KEYS, SPACE_FIELDS):
-            object.__setattr__(self, attr, _choices(getattr(self, attr), key))
-        counts = {key: len(getattr(self, attr)) for key, attr in zip(ARCH_KEYS, SPACE_FIELDS)}
-        if len(set(counts.values())) != 1 or counts["width"] == 0:
+        object.__setattr__(self, "genes", _structural_first(self.genes))
+        counts = {g.name: g.num_stages for g in self.genes if g.scope == STAGE}
+        if len(set(counts.values())) != 1:
             raise SpaceError(f"every gene needs the same number of stages; counts are {counts}")
         strides = self.strides
         if isinstance(strides, (str, bytes)) or not isinstance(strides, Sequence) or len(strides) != self.num_stages:
             raise SpaceError(f"strides must be a list of {self.num_stages} entries (one per stage), got {strides!r}")
-        object.__setattr__(self, "strides", tuple(_as_int(s, "stride", SpaceError) for s in strides))
+        object.__setattr__(self, "strides", tuple(as_int(s, "stride", SpaceError) for s in strides))
         if any(s not in (1, 2) for s in self.strides):
             raise SpaceError(f"strides must be 1 or 2, got {list(self.strides)}")
         if any(k % 2 == 0 for ks in self.kernel_sizes for k in ks):
             raise SpaceError(f"kernel sizes must be odd (padding k//2 keeps the size), got {self.kernel_sizes}")
         for attr in ("stem_channels", "head_channels"):
-            value = _as_int(getattr(self, attr), attr, SpaceError)
+            value = as_int(getattr(self, attr), attr, SpaceError)
             if value < 1:
                 raise SpaceError(f"{attr} must be positive, got {value}")
             object.__setattr__(self, attr, value)
 
     @classmethod
     def flownas(cls) -> "SearchSpace":
-        """The released FlowNAS space (FACTS §1): 80,621,568 architectures."""
-        return cls(
-            widths=((56, 64), (64, 72), (88, 96), (96, 104, 112), (112, 120, 128), (128, 136)),
-            kernel_sizes=((3, 5),) * 6,
-            depths=((1, 2), (1, 2, 3), (1, 2, 3), (1, 2, 3), (2, 3, 4), (1, 2)),
-            expand_ratios=((1,), (1, 2, 4), (4, 5, 6), (4, 5, 6), (6,), (6,)),
-        )
+        """The released FlowNAS space (FACTS §1): 80,621,568 architectures (one shared, immutable instance)."""
+        return _flownas_space()
+
+    def with_genes(self, *genes: Gene) -> "SearchSpace":
+        """This space with more genes registered (stage genes need one choice list per stage)."""
+        return replace(self, genes=self.genes + tuple(genes))
+
+    def gene(self, name: str) -> Gene:
+        """The gene called `name`."""
+        for gene in self.genes:
+            if gene.name == name:
+                return gene
+        raise SpaceError(f"the search space has no gene {name!r} (genes: {', '.join(self.gene_names)})")
+
+    @property
+    def gene_names(self) -> tuple[str, ...]:
+        return tuple(g.name for g in self.genes)
+
+    @property
+    def extra_genes(self) -> tuple[Gene, ...]:
+        """The genes beyond the four structural ones."""
+        return self.genes[len(ARCH_KEYS):]
+
+    # Per-stage choices of the structural genes, under their historical names.
+    widths = property(lambda self: self.gene("width").choices)
+    kernel_sizes = property(lambda self: self.gene("kernel_size").choices)
+    depths = property(lambda self: self.gene("depth").choices)
+    expand_ratios = property(lambda self: self.gene("expand_ratio").choices)
 
     def to_dict(self) -> dict[str, Any]:
-        """Published gene keys with a list of choices per stage, plus strides and stem/head widths."""
-        d: dict[str, Any] = {key: [list(c) for c in getattr(self, attr)] for key, attr in zip(ARCH_KEYS, SPACE_FIELDS)}
+        """Structural genes with a list of choices per stage, strides, stem/head widths[, extra_genes]."""
+        d: dict[str, Any] = {g.name: g.to_dict()["choices"] for g in self.genes[:len(ARCH_KEYS)]}
         d.update(strides=list(self.strides), stem_channels=self.stem_channels, head_channels=self.head_channels)
+        if self.extra_genes:
+            d["extra_genes"] = [g.to_dict() for g in self.extra_genes]
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SearchSpace":
-        """Inverse of `to_dict`; strides default to FlowNAS's, stem/head widths to 64/256."""
-        _check_keys(d, SPACE_KEYS, "search space", SpaceError)
-        extra = {k: d[k] for k in ("strides", "stem_channels", "head_channels") if k in d}
-        return cls(*(d[k] for k in ARCH_KEYS), **extra)
+        """Inverse of `to_dict`; strides default to FlowNAS's, stem/head widths to 64/256, no extra genes."""
+        check_keys(d, SPACE_KEYS, ARCH_KEYS, "search space", SpaceError)
+        extra = d.get("extra_genes", [])
+        if isinstance(extra, (str, bytes)) or not isinstance(extra, Sequence):
+            raise SpaceError(f"extra_genes must be a list of gene dicts, got {extra!r}")
+        genes = [Gene(key, prefix, STAGE, d[key]) for key, prefix in zip(ARCH_KEYS, ID_PREFIXES)]
+        genes += [Gene.from_dict(g, f"extra_genes[{i}]") for i, g in enumerate(extra)]
+        return cls(tuple(genes), **{k: d[k] for k in SPACE_FIXED_KEYS if k in d})
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "SearchSpace":
@@ -308,18 +295,22 @@ class SearchSpace:
 
     def size(self) -> int:
         """Number of distinct architectures (product of the number of choices of every gene)."""
-        return math.prod(len(c) for attr in SPACE_FIELDS for c in getattr(self, attr))
+        return math.prod(g.size() for g in self.genes)
 
     def validate(self, arch: ArchConfig) -> None:
         """Raise `ArchError` naming stage, gene, value and allowed choices if `arch` is not in the space."""
         if not isinstance(arch, ArchConfig):
             raise ArchError(f"expected an ArchConfig, got {type(arch).__name__}")
+        check_gene_names(arch, self.genes)
         if arch.num_stages != self.num_stages:
             raise ArchError(f"architecture has {arch.num_stages} stages per gene, the space has {self.num_stages}")
-        for key, attr in zip(ARCH_KEYS, SPACE_FIELDS):
-            for stage, (value, choices) in enumerate(zip(getattr(arch, key), getattr(self, attr))):
-                if value not in choices:
-                    raise ArchError(f"stage {stage} {key}={value} is not one of {choices}")
+        for gene in self.genes:
+            gene.check(getattr(arch, gene.name))
+
+    def fill_defaults(self, arch: ArchConfig) -> ArchConfig:
+        """`arch` plus the defaults of the global genes it lacks; unchanged unless only such genes are missing."""
+        values = with_defaults(arch, self.genes)
+        return arch if values is None else ArchConfig.build(self.genes, values)
 
     def contains(self, arch: ArchConfig) -> bool:
         try:
@@ -328,62 +319,57 @@ class SearchSpace:
             return False
         return True
 
+    def _arch(self, values: Iterator[GeneValue]) -> ArchConfig:
+        return ArchConfig.build(self.genes, dict(zip(self.gene_names, values)))
+
     def smallest(self) -> ArchConfig:
-        return ArchConfig(*(tuple(min(c) for c in getattr(self, attr)) for attr in SPACE_FIELDS))
+        return self._arch(g.smallest() for g in self.genes)
 
     def largest(self) -> ArchConfig:
-        return ArchConfig(*(tuple(max(c) for c in getattr(self, attr)) for attr in SPACE_FIELDS))
-
-    def _pick(self, rng: np.random.Generator, attr: str, stage: int) -> int:
-        choices = getattr(self, attr)[stage]
-        return choices[int(rng.integers(len(choices)))]
+        return self._arch(g.largest() for g in self.genes)
 
     def sample(self, rng: RngLike) -> ArchConfig:
-        """Uniform over the space: every gene of every stage drawn independently."""
-        rng = _as_rng(rng)
-        return ArchConfig(*(tuple(self._pick(rng, attr, s) for s in range(self.num_stages)) for attr in SPACE_FIELDS))
+        """Uniform over the space: every gene (of every stage) drawn independently, in table order."""
+        rng = as_rng(rng)
+        return self._arch(g.sample(rng) for g in self.genes)
 
     def mutate(self, arch: ArchConfig, rng: RngLike, prob: float = 0.1) -> ArchConfig:
-        """Resample each gene with probability `prob` (the new value may equal the old one)."""
+        """Resample each gene (of each stage) with probability `prob` (the new value may equal the old one)."""
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"mutation probability must lie in [0, 1], got {prob}")
         self.validate(arch)
-        rng = _as_rng(rng)
-        genes = []
-        for key, attr in zip(ARCH_KEYS, SPACE_FIELDS):
-            genes.append(tuple(self._pick(rng, attr, s) if rng.random() < prob else v
-                               for s, v in enumerate(getattr(arch, key))))
-        return ArchConfig(*genes)
+        rng = as_rng(rng)
+        return self._arch(g.mutate(getattr(arch, g.name), rng, prob) for g in self.genes)
 
     def crossover(self, a: ArchConfig, b: ArchConfig, rng: RngLike) -> ArchConfig:
-        """Each gene of each stage from `a` or `b` with probability 0.5."""
+        """Each gene (of each stage) from `a` or `b` with probability 0.5."""
         self.validate(a)
         self.validate(b)
-        rng = _as_rng(rng)
-        genes = []
-        for key in ARCH_KEYS:
-            genes.append(tuple(va if rng.random() < 0.5 else vb for va, vb in zip(getattr(a, key), getattr(b, key))))
-        return ArchConfig(*genes)
+        rng = as_rng(rng)
+        return self._arch(g.crossover(getattr(a, g.name), getattr(b, g.name), rng) for g in self.genes)
+
+
+def _structural_first(genes: Any) -> tuple[Gene, ...]:
+    """A checked gene table with the structural genes first, in ARCH_KEYS order (ids do not follow file order)."""
+    reserved = [name for name in dir(ArchConfig) if name not in ARCH_KEYS] + ["genes"]
+    genes = check_table(genes, reserved)
+    by_name = {g.name: g for g in genes}
+    for name, prefix in zip(ARCH_KEYS, ID_PREFIXES):
+        gene = by_name.get(name)
+        if gene is None or gene.scope != STAGE or gene.prefix != prefix:
+            raise SpaceError(f"a search space needs the stage gene {name!r} with id prefix {prefix!r} "
+                             f"(the encoder is built from {', '.join(ARCH_KEYS)})")
+    return tuple(by_name[k] for k in ARCH_KEYS) + tuple(g for g in genes if g.name not in ARCH_KEYS)
 
 
 def _read_mapping_file(path: str | os.PathLike, error: type) -> Any:
-    """Parse a JSON (.json) or YAML (anything else) file; every failure is one line naming the file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if path.suffix.lower() == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise error(f"{path}: not valid JSON: {exc}") from None
-    import yaml  # lazy: only file-based specs need it
+    """Parse a JSON (.json) or YAML (anything else) file; every failure is one line naming the file.
 
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:  # its message spans lines; keep the error to one
-        raise error(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    Delegates to `flownas.configfile.read_mapping_file` (size, UTF-8, nesting, digit and alias-bomb limits).
+    """
+    from .configfile import read_mapping_file
+
+    return read_mapping_file(path, error)
 
 
 # ----------------------------------------------------------------------------------- named archs
@@ -427,7 +413,11 @@ def _arch_from_string(spec: str) -> ArchConfig | None:
         return NAMED_ARCHS[text.lower()]
     if text.startswith("{"):
         return _arch_from_mapping(_parse_json(text))
-    if Path(text).is_file():
+    try:  # Path.is_file raises OSError (ENAMETOOLONG) for a string longer than a file name may be
+        is_file = Path(text).is_file()
+    except (OSError, ValueError):
+        is_file = False
+    if is_file:
         return _arch_from_file(text)
     if _ID_START_RE.match(text):  # looks like an id: a malformed one should say so, not "unknown"
         return ArchConfig.from_id(text)
@@ -439,20 +429,31 @@ def resolve_arch(spec: Any, space: SearchSpace | None = None) -> ArchConfig:
 
     Forms: an ArchConfig; a name (`raft-s`, `raft-k`, `largest`, `smallest`); an id string; a JSON
     string; a path to a JSON/YAML file holding the published dict (or `{"arch": {...}}`); a dict.
+    Dicts and ids are read with `space`'s genes; an architecture lacking a global gene that has a
+    default in `space` (a named FlowNAS arch in a space with an `iters` gene) takes the default.
     """
     space = space or SearchSpace.flownas()
-    arch: ArchConfig | None = None
-    if isinstance(spec, ArchConfig):
-        arch = spec
-    elif isinstance(spec, Mapping):
-        arch = _arch_from_mapping(spec)
-    elif isinstance(spec, os.PathLike):
-        arch = _arch_from_file(spec)
-    elif isinstance(spec, str) and spec.strip().lower() in SPACE_RELATIVE_NAMES:
-        arch = space.largest() if spec.strip().lower() == "largest" else space.smallest()
-    elif isinstance(spec, str):
-        arch = _arch_from_string(spec)
+    token = _PARSE_SPACE.set(space)
+    try:
+        arch = _parse_spec(spec, space)
+    finally:
+        _PARSE_SPACE.reset(token)
     if arch is None:
         raise _unknown_spec(spec)
+    arch = space.fill_defaults(arch)
     space.validate(arch)
     return arch
+
+
+def _parse_spec(spec: Any, space: SearchSpace) -> ArchConfig | None:
+    if isinstance(spec, ArchConfig):
+        return spec
+    if isinstance(spec, Mapping):
+        return _arch_from_mapping(spec)
+    if isinstance(spec, os.PathLike):
+        return _arch_from_file(spec)
+    if isinstance(spec, str) and spec.strip().lower() in SPACE_RELATIVE_NAMES:
+        return space.largest() if spec.strip().lower() == "largest" else space.smallest()
+    if isinstance(spec, str):
+        return _arch_from_string(spec)
+    return None

@@ -7,42 +7,90 @@ full-resolution predictions. Sizes that are not multiples of 8 are replicate-pad
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from .arch import ArchConfig, SearchSpace
-from .nn.corr import CorrPyramid, coords_grid
+from .nn.corr import coords_grid, correlation_lookup
 from .nn.dynamic import SuperEncoder
 from .nn.encoders import basic_encoder, small_encoder
 from .nn.mbconv import StaticEncoder, static_encoder
 from .nn.padding import InputPadder
-from .nn.update import BasicUpdateBlock, SmallUpdateBlock, bilinear_upsample, convex_upsample
+from .nn.update import (
+    RAFT_LARGE_UPDATE, RAFT_SMALL_UPDATE, UPSAMPLE_FACTOR, DecoderSpecError, UpdateBlock, UpdateSpec,
+    bilinear_upsample, check_spec_keys, convex_upsample,
+)
 
 # The coarsest correlation level must keep at least 2 pixels per side for the align_corners lookup.
 MIN_SIDE_PX = 128
+# `corr=` of the forward -> the correlation lookup of `_iterate` (both give the same samples).
+CORR_MODES = {"all-pairs": "grid_sample", "lean": "lean"}
+DECODER_KEYS = ("hidden_dim", "context_dim", "feature_dim", "corr_levels", "corr_radius", "update")
+_DECODER_LIMITS = {"hidden_dim": 4096, "context_dim": 4096, "feature_dim": 4096, "corr_levels": 6, "corr_radius": 16}
 
 
 @dataclass(frozen=True)
 class DecoderSpec:
-    """Hyper-parameters of RAFT's decoder (correlation lookup and update operator)."""
+    """Hyper-parameters of RAFT's decoder: encoder output widths, correlation lookup, update operator.
+
+    The feature encoder outputs `feature_dim` channels, the context encoder `hidden_dim + context_dim`.
+    """
 
     hidden_dim: int
     context_dim: int
     feature_dim: int
     corr_levels: int
     corr_radius: int
-    small: bool
+    update: UpdateSpec
+
+    def __post_init__(self) -> None:
+        for key, maximum in _DECODER_LIMITS.items():
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+                raise DecoderSpecError(f"decoder.{key} must be an integer in [1, {maximum}], got {value!r}")
+        if not isinstance(self.update, UpdateSpec):
+            raise DecoderSpecError(f"decoder.update must be an UpdateSpec, got {type(self.update).__name__}")
 
     @property
     def corr_channels(self) -> int:
         return self.corr_levels * (2 * self.corr_radius + 1) ** 2
 
+    @property
+    def small(self) -> bool:
+        """True for RAFT small's upsampling: bilinear, no mask head."""
+        return self.update.mask_dim == 0
 
-RAFT_LARGE = DecoderSpec(hidden_dim=128, context_dim=128, feature_dim=256, corr_levels=4, corr_radius=4, small=False)
-RAFT_SMALL = DecoderSpec(hidden_dim=96, context_dim=64, feature_dim=128, corr_levels=4, corr_radius=3, small=True)
+    @property
+    def min_side_px(self) -> int:
+        """Smallest padded input side: the coarsest correlation level keeps 2 px (128 px for 4 levels)."""
+        return UPSAMPLE_FACTOR * 2**self.corr_levels
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {key: getattr(self, key) for key in DECODER_KEYS[:-1]}
+        d["update"] = self.update.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DecoderSpec":
+        """Inverse of `to_dict`; every key is required and checked (DecoderSpecError names the key)."""
+        check_spec_keys(d, DECODER_KEYS, "decoder")
+        fields = {key: d[key] for key in DECODER_KEYS[:-1]}
+        return cls(**fields, update=UpdateSpec.from_dict(d["update"]))
+
+
+RAFT_LARGE = DecoderSpec(hidden_dim=128, context_dim=128, feature_dim=256, corr_levels=4, corr_radius=4,
+                         update=RAFT_LARGE_UPDATE)
+RAFT_SMALL = DecoderSpec(hidden_dim=96, context_dim=64, feature_dim=128, corr_levels=4, corr_radius=3,
+                         update=RAFT_SMALL_UPDATE)
+# For tests and tiny registered configurations: a RAFT-large-shaped decoder with a fraction of the widths.
+TINY_DECODER = DecoderSpec(
+    hidden_dim=32, context_dim=32, feature_dim=64, corr_levels=4, corr_radius=3,
+    update=UpdateSpec(corr_dims=(64, 48), flow_dims=(32, 16), motion_dim=48, flow_head_dim=64, mask_dim=64,
+                      separable_gru=True),
+)
 
 
 class FlowModel(nn.Module):
@@ -53,8 +101,7 @@ class FlowModel(nn.Module):
         self.spec = spec
         self.fnet = fnet
         self.cnet = cnet
-        update = SmallUpdateBlock if spec.small else BasicUpdateBlock
-        self.update_block = update(spec.corr_channels, spec.hidden_dim, spec.context_dim)
+        self.update_block = UpdateBlock(spec.corr_channels, spec.hidden_dim, spec.context_dim, spec.update)
 
     def config(self) -> dict[str, Any]:
         """A JSON-able description from which `flownas.weights.build_model` rebuilds this model."""
@@ -74,22 +121,30 @@ class FlowModel(nn.Module):
         iters: int = 12,
         flow_init: Tensor | None = None,
         pad_mode: str = "sintel",
+        corr: str = "all-pairs",
     ) -> Tensor | list[Tensor]:
+        """`corr`: "all-pairs" (the volume, as published) or "lean" (same samples on demand, memory linear in H*W)."""
         _check_pair(image1, image2)
         if iters < 1:
             raise ValueError(f"iters must be at least 1, got {iters}")
+        if corr not in CORR_MODES:
+            raise ValueError(f"corr must be one of {', '.join(CORR_MODES)}, got {corr!r}")
         padder = InputPadder(image1.shape, mode=pad_mode)
-        _check_size(padder)
+        _check_size(padder, self.spec.min_side_px)
         image1, image2 = padder.pad(image1, image2)
-        predictions = self._iterate(2 * (image1 / 255.0) - 1.0, 2 * (image2 / 255.0) - 1.0, iters, flow_init)
+        image1, image2 = 2 * (image1 / 255.0) - 1.0, 2 * (image2 / 255.0) - 1.0
+        predictions = self._iterate(image1, image2, iters, flow_init, lookup=CORR_MODES[corr])
         predictions = [padder.unpad(p) for p in predictions]
         return predictions if self.training else predictions[-1]
 
     def _iterate(self, image1: Tensor, image2: Tensor, iters: int, flow_init: Tensor | None,
                  lookup: str = "grid_sample") -> list[Tensor]:
-        """Normalised images -> upsampled predictions (every step in training, the last one otherwise)."""
+        """Normalised images -> upsampled predictions (every step in training, the last one otherwise).
+
+        `lookup`: "grid_sample" (reference), "gather" (export) or "lean" (no volume), see `flownas.nn.corr`.
+        """
         fmap1, fmap2, net, inp = self.encode(image1, image2)
-        corr_fn = CorrPyramid(fmap1, fmap2, self.spec.corr_levels, self.spec.corr_radius, lookup=lookup)
+        corr_fn = correlation_lookup(fmap1, fmap2, self.spec.corr_levels, self.spec.corr_radius, lookup=lookup)
         batch, _, ht, wd = fmap1.shape
         coords0 = coords_grid(batch, ht, wd, device=image1.device)
         coords1 = coords0.clone() if flow_init is None else coords0 + flow_init
@@ -115,13 +170,14 @@ class RAFT(FlowModel):
 
     def __init__(self, small: bool = False) -> None:
         spec = RAFT_SMALL if small else RAFT_LARGE
+        self.variant = "small" if small else "large"
         build = small_encoder if small else basic_encoder
         fnet = build(spec.feature_dim, "instance")
         cnet = build(spec.hidden_dim + spec.context_dim, "none" if small else "batch")
         super().__init__(fnet, cnet, spec)
 
     def config(self) -> dict[str, Any]:
-        return {"family": "raft", "variant": "small" if self.spec.small else "large"}
+        return {"family": "raft", "variant": self.variant}
 
 
 def _check_pair(image1: Tensor, image2: Tensor) -> None:
@@ -131,25 +187,27 @@ def _check_pair(image1: Tensor, image2: Tensor) -> None:
         raise ValueError(f"image shapes differ: image1 {tuple(image1.shape)} vs image2 {tuple(image2.shape)}")
 
 
-def _check_size(padder: InputPadder) -> None:
+def _check_size(padder: InputPadder, min_side_px: int) -> None:
     _, _, top, bottom = padder.pad_lrtb
     left, right = padder.pad_lrtb[:2]
     padded = (padder.height + top + bottom, padder.width + left + right)
-    if min(padded) < MIN_SIDE_PX:
+    if min(padded) < min_side_px:
+        levels = min_side_px.bit_length() - UPSAMPLE_FACTOR.bit_length()
         raise ValueError(
-            f"input {padder.height}x{padder.width} is too small: each side must be at least {MIN_SIDE_PX} px "
-            f"after padding to a multiple of 8 (4-level correlation pyramid), got {padded[0]}x{padded[1]}"
+            f"input {padder.height}x{padder.width} is too small: each side must be at least {min_side_px} px "
+            f"after padding to a multiple of 8 ({levels}-level correlation pyramid), got {padded[0]}x{padded[1]}"
         )
 
 
 class FlowNASSupernet(FlowModel):
-    """Weight-sharing supernet: both encoders are `SuperEncoder`s over one search space; RAFT-large decoder."""
+    """Weight-sharing supernet: both encoders are `SuperEncoder`s over one search space; RAFT-large decoder
+    unless `decoder` says otherwise."""
 
-    def __init__(self, space: SearchSpace | None = None) -> None:
+    def __init__(self, space: SearchSpace | None = None, decoder: DecoderSpec = RAFT_LARGE) -> None:
         space = space or SearchSpace.flownas()
-        fnet = SuperEncoder(space, "instance", RAFT_LARGE.feature_dim)
-        cnet = SuperEncoder(space, "batch", RAFT_LARGE.hidden_dim + RAFT_LARGE.context_dim)
-        super().__init__(fnet, cnet, RAFT_LARGE)
+        fnet = SuperEncoder(space, "instance", decoder.feature_dim)
+        cnet = SuperEncoder(space, "batch", decoder.hidden_dim + decoder.context_dim)
+        super().__init__(fnet, cnet, decoder)
         self.space = space
         self.active_arch = space.largest()
 
@@ -163,28 +221,38 @@ class FlowNASSupernet(FlowModel):
         """A static `FlowNASNet` for `arch` (default: the active one) with its weights copied out."""
         if arch is not None:
             self.set_active(arch)
-        net = FlowNASNet(self.active_arch, self.space, encoders=(self.fnet.extract(), self.cnet.extract()))
+        encoders = (self.fnet.extract(), self.cnet.extract())
+        net = FlowNASNet(self.active_arch, self.space, encoders=encoders, decoder=self.spec)
         net.update_block.load_state_dict(self.update_block.state_dict())
         return net.train(self.training)
 
     def config(self) -> dict[str, Any]:
-        return {"family": "flownas-supernet", "space": self.space.to_dict()}
+        return _with_decoder({"family": "flownas-supernet", "space": self.space.to_dict()}, self.spec)
 
 
 class FlowNASNet(FlowModel):
     """A static FlowNAS network for one architecture: plain convolutions only, ready for export."""
 
     def __init__(self, arch: ArchConfig, space: SearchSpace | None = None,
-                 encoders: tuple[StaticEncoder, StaticEncoder] | None = None) -> None:
+                 encoders: tuple[StaticEncoder, StaticEncoder] | None = None,
+                 decoder: DecoderSpec = RAFT_LARGE) -> None:
         space = space or SearchSpace.flownas()
         space.validate(arch)
         if encoders is None:
             encoders = (
-                static_encoder(arch, space, "instance", RAFT_LARGE.feature_dim),
-                static_encoder(arch, space, "batch", RAFT_LARGE.hidden_dim + RAFT_LARGE.context_dim),
+                static_encoder(arch, space, "instance", decoder.feature_dim),
+                static_encoder(arch, space, "batch", decoder.hidden_dim + decoder.context_dim),
             )
-        super().__init__(encoders[0], encoders[1], RAFT_LARGE)
+        super().__init__(encoders[0], encoders[1], decoder)
         self.arch, self.space = arch, space
 
     def config(self) -> dict[str, Any]:
-        return {"family": "flownas", "arch": self.arch.to_dict(), "space": self.space.to_dict()}
+        return _with_decoder({"family": "flownas", "arch": self.arch.to_dict(), "space": self.space.to_dict()},
+                             self.spec)
+
+
+def _with_decoder(config: dict[str, Any], spec: DecoderSpec) -> dict[str, Any]:
+    # Only a non-default decoder is recorded, so configs (and checkpoints) written before it existed still match.
+    if spec != RAFT_LARGE:
+        config["decoder"] = spec.to_dict()
+    return config

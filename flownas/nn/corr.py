@@ -2,6 +2,10 @@
 
 Kept as plain MatMul + avg-pool + GridSample so that it exports to ONNX/TensorRT without custom kernels.
 Correlation and coordinates always stay in float32.
+
+The all-pairs volume takes 4*(H*W/64)^2 bytes per image pair: 1.3 GB at 1280x720, 140 GB at 4000x3000.
+`LeanCorrelation` computes the same samples on demand from the feature maps (RAFT's "alternate"
+correlation), in memory linear in the number of pixels.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ def all_pairs_correlation(fmap1: Tensor, fmap2: Tensor) -> Tensor:
     f1 = fmap1.float().reshape(batch, dim, ht * wd)
     f2 = fmap2.float().reshape(batch, dim, ht * wd)
     corr = torch.matmul(f1.transpose(1, 2), f2)
-    return corr.reshape(batch * ht * wd, 1, ht, wd) / math.sqrt(dim)
+    # In place: an out-of-place division would hold a second copy of the (largest) volume at the peak.
+    return corr.div_(math.sqrt(dim)).reshape(batch * ht * wd, 1, ht, wd)
 
 
 def lookup_offsets(radius: int, device: torch.device | str = "cpu") -> Tensor:
@@ -41,7 +46,17 @@ def lookup_offsets(radius: int, device: torch.device | str = "cpu") -> Tensor:
     return torch.stack(torch.meshgrid(d, d, indexing="ij"), dim=-1)
 
 
-LOOKUPS = ("grid_sample", "gather")
+PYRAMID_LOOKUPS = ("grid_sample", "gather")
+LOOKUPS = PYRAMID_LOOKUPS + ("lean",)
+LEAN_CHUNK_BYTES = 64 * 2**20  # working set of one chunk of the lean lookup
+
+
+def correlation_lookup(fmap1: Tensor, fmap2: Tensor, num_levels: int, radius: int,
+                       lookup: str = "grid_sample") -> "CorrPyramid | LeanCorrelation":
+    """The correlation sampler for `lookup` in LOOKUPS; all return identical samples up to float round-off."""
+    if lookup == "lean":
+        return LeanCorrelation(fmap1, fmap2, num_levels, radius)
+    return CorrPyramid(fmap1, fmap2, num_levels, radius, lookup=lookup)
 
 
 class CorrPyramid:
@@ -57,7 +72,7 @@ class CorrPyramid:
 
     def __init__(self, fmap1: Tensor, fmap2: Tensor, num_levels: int = 4, radius: int = 4,
                  lookup: str = "grid_sample") -> None:
-        if lookup not in LOOKUPS:
+        if lookup not in PYRAMID_LOOKUPS:
             raise ValueError(f"correlation lookup {lookup!r} is not one of {LOOKUPS}")
         self.num_levels, self.radius, self.lookup = num_levels, radius, lookup
         if lookup == "grid_sample":
@@ -73,7 +88,7 @@ class CorrPyramid:
         batch, dim, ht, wd = fmap1.shape
         f1 = fmap1.float().reshape(batch, dim, ht * wd)
         f2 = fmap2.float().reshape(batch, dim, ht * wd)
-        corr = torch.matmul(f2.transpose(1, 2), f1) / math.sqrt(dim)  # [B, HW2, HW1]
+        corr = torch.matmul(f2.transpose(1, 2), f1).div_(math.sqrt(dim))  # [B, HW2, HW1]
         corr = corr.permute(1, 0, 2).reshape(ht, wd, batch * ht * wd)
         self.pad = 2 * self.radius + 2  # wide enough to hold a whole window of out-of-range taps
         self.sizes, self.padded = [], []
@@ -119,6 +134,51 @@ class CorrPyramid:
         cols = values[:-1] + fx * (values[1:] - values[:-1])  # blend along x: [dx, y tap, N]
         blended = cols[:, :-1] + fy * (cols[:, 1:] - cols[:, :-1])  # blend along y: [dx, dy, N]
         return blended.reshape((2 * r + 1) ** 2, -1)
+
+
+class LeanCorrelation:
+    """The pyramid's samples computed on demand, without the all-pairs volume (RAFT's alternate correlation).
+
+    By linearity, 2x2-pooling the volume over target pixels equals correlating with the 2x2-pooled fmap2
+    (level l: fmap2 pooled l times, odd edges dropped as avg_pool2d does), and bilinearly sampling the volume
+    (zeros outside) equals the dot product of fmap1 with bilinearly sampled fmap2. Each call samples fmap2_l
+    at every pixel's (2r+1)^2 window and dots it with fmap1, for chunks of pixels whose working set
+    (window + its transposed copy for the batched product) stays under `chunk_bytes`.
+    Memory: the pooled fmap2 levels (< 1.34x fmap2) plus one chunk, instead of 4*B*(H*W)^2*4/3 bytes.
+    """
+
+    def __init__(self, fmap1: Tensor, fmap2: Tensor, num_levels: int = 4, radius: int = 4,
+                 chunk_bytes: int = LEAN_CHUNK_BYTES) -> None:
+        batch, dim, ht, wd = fmap1.shape
+        self.num_levels, self.radius, self.dim = num_levels, radius, dim
+        self.fmap1 = fmap1.float().reshape(batch, dim, ht * wd)
+        level = fmap2.float()
+        self.levels = [level]
+        for _ in range(num_levels - 1):
+            level = F.avg_pool2d(level, 2, stride=2)
+            self.levels.append(level)
+        self.chunk = max(1, chunk_bytes // lean_bytes_per_pixel(batch, dim, radius))
+
+    def __call__(self, coords: Tensor) -> Tensor:
+        """`coords [B,2,H,W]` -> `[B, L*(2r+1)^2, H, W]`, channels ordered level, x-offset, y-offset."""
+        batch, _, ht, wd = coords.shape
+        pixels = ht * wd
+        centroids = coords.float().permute(0, 2, 3, 1).reshape(batch, pixels, 1, 2)
+        offsets = lookup_offsets(self.radius, coords.device).reshape(1, 1, -1, 2)  # x-offset major
+        out = torch.empty(batch, self.num_levels, offsets.shape[2], pixels, device=coords.device)
+        for start in range(0, pixels, self.chunk):
+            stop = min(pixels, start + self.chunk)
+            fmap1 = self.fmap1[:, :, start:stop]
+            for level, fmap2 in enumerate(self.levels):
+                window = _sample_pixels(fmap2, centroids[:, start:stop] / 2**level + offsets)  # [B,C,P,K]
+                dots = torch.einsum("bcpk,bcp->bkp", window, fmap1)
+                out[:, level, :, start:stop] = dots / math.sqrt(self.dim)
+        return out.reshape(batch, -1, ht, wd)
+
+
+def lean_bytes_per_pixel(batch: int, dim: int, radius: int) -> int:
+    """Float32 working set of `LeanCorrelation` per pixel of a chunk: the window and its transposed copy."""
+    return 2 * batch * dim * (2 * radius + 1) ** 2 * 4
 
 
 def _sample_pixels(image: Tensor, coords: Tensor) -> Tensor:

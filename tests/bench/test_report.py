@@ -12,7 +12,7 @@ import torch
 
 from bench.protocol import BenchResult, TimingConfig, compare, make_feeds
 from bench.report import CSV_COLUMNS, default_baseline, markdown, ratio_table, write_reports
-from bench.runners import OrtRunner, TorchRunner, export_temp_onnx
+from bench.runners import export_temp_onnx, make_runner
 from bench.timing import summarize
 from flownas.models import RAFT
 
@@ -71,8 +71,8 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BenchResult]
     torch.manual_seed(0)
     model = RAFT(small=True).eval()
     onnx = export_temp_onnx(model, (128, 128), 1, tmp_path_factory.mktemp("onnx"), "raft-small")
-    runners = {"raft-small/torch-cpu": TorchRunner(model, 1, model_name="raft-small"),
-               "raft-small/ort-cpu": OrtRunner(onnx, model_name="raft-small")}
+    runners = {"raft-small/torch-cpu": make_runner("torch-cpu", model=model, iters=1, model_name="raft-small"),
+               "raft-small/ort-cpu": make_runner("ort-cpu", onnx=onnx, model_name="raft-small")}
     return compare(runners, make_feeds(128, 128), TimingConfig(warmup_runs=1, warmup_s=0.0, runs=3),
                    meta={"resolution": "128x128", "iters": 1})
 
