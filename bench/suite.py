@@ -1,34 +1,41 @@
 """The standard benchmark suite (`make bench`): RAFT large, raft-s and raft-k at 384x512, 12 iterations,
 PyTorch eager against ONNX Runtime on the CPU, all six runners measured interleaved in one run.
 
-    python -m bench.suite                                     # the standard suite -> bench/results/suite/
-    python -m bench.suite --models raft-small --resolution 128x128 --iters 2 --runs 2   # quick: outputs/bench/suite
+    python -m bench.suite                  # the standard suite -> outputs/bench/suite/ (ignored by git)
+    python -m bench.suite --record         # the same, into the committed reference bench/results/suite/
+    python -m bench.suite --models raft-small --resolution 128x128 --iters 2 --runs 2 --warmup-s 0   # quick
 
-The ONNX files are made with the toolkit's default export (`export_onnx`, gather lookup) into a temporary
-folder. Weights are untrained (seeded): speed does not depend on weight values. On a 2-core CPU one RAFT
+`make bench` runs the first, `make bench-record` the second: the committed reference changes only when asked.
+The report folder is written all at once (`flownas.fileio.staged_dir`): the ONNX files are exported into the
+staging folder's `.scratch/` (removed before the swap; the report lists them with size and SHA-256), so a
+killed run leaves nothing in /tmp and its leftovers beside the report folder go at the next run.
+Weights are untrained (seeded): speed does not depend on weight values. On a 2-core CPU one RAFT
 forward at 384x512 with 12 iterations takes about 2 s eager (raft-k about 4 s), so the defaults are one
 warm-up run and ten measured rounds of six runners (~16 s a round): about four minutes in all, exports included.
 """
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
-from flownas.fileio import parse_resolution
+from flownas.fileio import clean_legacy_dirs, parse_resolution, scratch_of, staged_dir
 from flownas.weights import untrained_model
 
 from .commands import MODEL_CHOICES, UNTRAINED_NOTE
 from .protocol import TimingConfig, compare, make_feeds
-from .report import markdown, write_reports
+from .report import REPORT_FILES, write_reports
 from .runners import BenchError, export_temp_onnx, make_runner
 
 SUITE_MODELS = ("raft", "raft-s", "raft-k")
 SUITE_BACKENDS = ("torch-cpu", "ort-cpu")
-RESULTS = Path(__file__).resolve().parent / "results" / "suite"
-SCRATCH = Path("outputs") / "bench" / "suite"  # shrunk runs must not overwrite the standard results
+RESULTS = Path(__file__).resolve().parent / "results" / "suite"  # the committed reference: --record only
+DEFAULT_OUT = Path("outputs") / "bench" / "suite"                   # ignored by git
+LEGACY_TEMP_DIRS = r"bench-(suite-|onnx-)?[a-z0-9_]{8}"  # the old code's tempfile folders of exported ONNX files
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -40,11 +47,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-runs", type=int, default=1, help="warm-up runs per runner (default 1)")
     parser.add_argument("--warmup-s", type=float, default=1.0, help="warm-up seconds per runner (default 1)")
     parser.add_argument("--threads", type=int, help="CPU threads for both backends (default: torch's default)")
-    parser.add_argument("--out", help=f"report folder (default: bench/results/suite for the standard models, "
-                        f"resolution and iterations, else {SCRATCH})")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--out", default=str(DEFAULT_OUT), help=f"report folder (default {DEFAULT_OUT})")
+    target.add_argument("--record", action="store_true",
+                        help="write the committed reference bench/results/suite/ (standard settings only)")
     args = parser.parse_args(argv)
-    standard = (args.models, args.resolution, args.iters) == (",".join(SUITE_MODELS), "384x512", 12)
-    args.out = args.out or str(RESULTS if standard else SCRATCH)
+    args.command = shlex.join(["python", "-m", "bench.suite", *(sys.argv[1:] if argv is None else argv)])
+    if args.record:
+        standard = (args.models, args.resolution, args.iters) == (",".join(SUITE_MODELS), "384x512", 12)
+        if not standard:
+            raise BenchError(f"--record writes the reference of the standard suite ({','.join(SUITE_MODELS)} at "
+                             f"384x512, 12 iterations); got --models {args.models} --resolution {args.resolution} "
+                             f"--iters {args.iters}: use --out for other settings")
+        args.out = str(RESULTS)
     return args
 
 
@@ -60,11 +75,13 @@ def run_suite(args: argparse.Namespace) -> dict[str, Path]:
     config = TimingConfig(args.warmup_runs, args.warmup_s, args.runs).validate()
     threads = args.threads or torch.get_num_threads()  # the same count for both backends: a fair comparison
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-suite-") as tmp:
+    clean_legacy_dirs(tempfile.gettempdir(), LEGACY_TEMP_DIRS, r".+\.onnx")
+    with staged_dir(args.out, owned=REPORT_FILES) as stage:  # the report folder changes whole, or not at all
+        scratch = scratch_of(stage)
         runners = {}
         for name in models:
             model = untrained_model(name)
-            onnx = export_temp_onnx(model, (height, width), args.iters, tmp, name)
+            onnx = export_temp_onnx(model, (height, width), args.iters, scratch, name)
             for backend in SUITE_BACKENDS:
                 runners[f"{name}/{backend}"] = make_runner(backend, onnx=onnx, model=model, iters=args.iters,
                                                            threads=threads, model_name=name)
@@ -72,13 +89,15 @@ def run_suite(args: argparse.Namespace) -> dict[str, Path]:
               f"{len(runners)} runners interleaved ({config.warmup_runs} warm-up, {config.runs} rounds)", flush=True)
         results = compare(runners, make_feeds(height, width), config,
                           meta={"resolution": f"{height}x{width}", "iters": args.iters})
-    title = (f"Benchmark suite: {', '.join(models)} at {height}x{width}, {args.iters} iterations, "
-             "PyTorch eager vs ONNX Runtime CPU")
-    notes = [UNTRAINED_NOTE, "ONNX files from the default export (export_onnx, gather lookup); eager PyTorch runs "
-             "the model's own forward (grid_sample lookup): the max abs diff column shows they agree.",
-             f"Wall time of the suite: {time.perf_counter() - start:.0f} s."]
-    paths = write_reports(results, args.out, title, baseline="torch-cpu", notes=notes)
-    print(markdown(results, title, "torch-cpu", notes))
+        title = (f"Benchmark suite: {', '.join(models)} at {height}x{width}, {args.iters} iterations, "
+                 "PyTorch eager vs ONNX Runtime CPU")
+        notes = [UNTRAINED_NOTE, "ONNX files from the default export (export_onnx, gather lookup); eager PyTorch "
+                 "runs the model's own forward (grid_sample lookup): the max abs diff column shows they agree.",
+                 f"Wall time of the suite: {time.perf_counter() - start:.0f} s."]
+        staged = write_reports(results, stage, title, baseline="torch-cpu", notes=notes, command=args.command,
+                               scratch=[scratch], staged=False)  # hashes the ONNX files while they exist
+    paths = {key: Path(args.out) / path.name for key, path in staged.items()}
+    print(paths["markdown"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return paths
 

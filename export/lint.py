@@ -71,7 +71,15 @@ RESIZE_COORD_MODES = ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn"
 RESIZE_MODES = ("nearest", "linear")
 RESIZE_NEAREST_MODES = ("floor", "ceil", "round_prefer_floor", "round_prefer_ceil")
 TOPK_MAX_K = 3840  # TopK row: "K input must be less than 3840"
-_AXES_FROM_INITIALIZER = frozenset({"CumSum"} | {o for o in TRT_SUPPORTED_OPS if o.startswith("Reduce")})
+# Inputs the parser needs as build-time constants (an initializer or a Constant node's output):
+# op -> (input index, input name, first opset with that input). operators.md (TensorRT 10.x): Slice, Squeeze
+# and Pad "`axes` must be an initializer", Unsqueeze "`axes` must be a constant tensor", CumSum "`axis` must be
+# an initializer"; the importers (onnxOpImporters.cpp) stop with "does not support dynamic axes" otherwise.
+# Slice starts/ends/steps and Pad pads are imported as runtime shape tensors, so they may be computed.
+_CONSTANT_INPUTS: dict[str, tuple[int, str, int]] = {
+    "Slice": (3, "axes", 10), "Squeeze": (1, "axes", 13), "Unsqueeze": (1, "axes", 13), "Pad": (3, "axes", 18),
+    "CumSum": (1, "axis", 11), **{o: (1, "axes", 13) for o in TRT_SUPPORTED_OPS if o.startswith("Reduce")},
+}
 
 
 class LintError(ToolkitError, ValueError):
@@ -225,10 +233,12 @@ def _rule_attr_values(ctx: _Ctx, node: onnx.NodeProto, where: str) -> None:
 
 def _rule_inputs(ctx: _Ctx, node: onnx.NodeProto, where: str) -> None:
     """Inputs that TensorRT needs as build-time constants (axes, Dropout's is_training)."""
-    if node.op_type in _AXES_FROM_INITIALIZER and len(node.input) > 1 and node.input[1] \
-            and node.input[1] not in ctx.consts:
-        ctx.add("error", "axes-not-constant", where, node, f"{node.op_type} axes '{node.input[1]}' must be an "
-                "initializer; fold constants first (onnxslim or polygraphy surgeon sanitize --fold-constants)")
+    index, what, since = _CONSTANT_INPUTS.get(node.op_type, (-1, "", 0))
+    name = node.input[index] if 0 <= index < len(node.input) else ""
+    if name and (ctx.opset or 0) >= since and name not in ctx.consts:
+        ctx.add("error", "axes-not-constant", where, node, f"{node.op_type} {what} '{name}' must be an initializer "
+                "or a Constant output for TensorRT; fold constants first (onnxslim or polygraphy surgeon sanitize "
+                "--fold-constants)")
     if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
         value = ctx.values.get(node.input[2])
         if value is None or bool(value.any()):
@@ -241,7 +251,7 @@ _RULES: dict[str, Callable[[_Ctx, onnx.NodeProto, str], None]] = {
     "GridSample": _rule_gridsample, "Resize": _rule_resize, "MaxPool": _rule_pool, "AveragePool": _rule_pool,
     "LpPool": _rule_pool, "ScatterND": _rule_attr_values, "TopK": _rule_attr_values, "LSTM": _rule_attr_values,
     "Constant": _rule_attr_values, "Dropout": _rule_inputs, "LayerNormalization": _rule_inputs,
-    **dict.fromkeys(_AXES_FROM_INITIALIZER, _rule_inputs),
+    **dict.fromkeys(_CONSTANT_INPUTS, _rule_inputs),
 }
 
 

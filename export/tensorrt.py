@@ -22,7 +22,6 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -35,6 +34,7 @@ from flownas.provenance import provenance
 
 from .metadata import decode_metadata
 from .precision import PRECISION_KEY, PRECISION_VALUE, fp16_summary, to_fp16_strongly_typed
+from .profiles import ShapeProfile, parse_shape_spec, profiles_from_specs, validate_profiles  # noqa: F401
 from .trt_runtime import TensorRTUnavailable, gpu_info, import_tensorrt
 
 __all__ = ["ShapeProfile", "TensorRTUnavailable", "build_engine", "build_verified_engine", "engine_sidecar_path",
@@ -45,95 +45,6 @@ PRECISIONS = ("fp32", "fp16")
 DEFAULT_TOLERANCE_EPE = {"fp32": 1e-3, "fp16": 5e-2}  # px: fp32 as the ONNX export check; fp16 rounds more
 MIN_VERIFY_SIDE = 32  # px: the synthetic verification pairs (flownas.data.synthetic.make_pair) need 32x32
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ShapeProfile:
-    """Shapes one input may take in an engine: TensorRT's optimization profile (min <= opt <= max per axis)."""
-
-    min: tuple[int, ...]
-    opt: tuple[int, ...]
-    max: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        for field in ("min", "opt", "max"):
-            object.__setattr__(self, field, tuple(int(d) for d in getattr(self, field)))
-        if not len(self.min) == len(self.opt) == len(self.max):
-            raise ValueError(f"profile ranks differ: min {self.min}, opt {self.opt}, max {self.max}")
-        if any(d < 1 for d in self.min) or not all(a <= b <= c for a, b, c in zip(self.min, self.opt, self.max)):
-            raise ValueError(f"profile needs 1 <= min <= opt <= max per axis: min {self.min}, opt {self.opt}, "
-                             f"max {self.max}")
-
-    @classmethod
-    def fixed(cls, shape: tuple[int, ...]) -> "ShapeProfile":
-        return cls(shape, shape, shape)
-
-    def to_dict(self) -> dict[str, list[int]]:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
-
-def parse_shape_spec(spec: str) -> dict[str, tuple[int, ...]]:
-    """`"image1:1x3x384x512,image2:1x3x384x512"` -> `{"image1": (1, 3, 384, 512), ...}`.
-
-    Same syntax as trtexec's --minShapes/--optShapes/--maxShapes/--shapes: comma-separated `name:dims`,
-    dims joined by `x`; a name containing ':' is written in single quotes (`'input:0':1x3x8x8`).
-    Errors are one line naming the bad piece.
-    """
-    if not spec or not spec.strip():
-        raise ValueError("empty shape spec: expected name:DxDx...[,name:DxDx...], e.g. image1:1x3x384x512")
-    shapes: dict[str, tuple[int, ...]] = {}
-    for raw in spec.split(","):
-        piece = raw.strip()
-        name, sep, dims = piece.rpartition(":")
-        name = name.strip().strip("'\"")
-        if not sep or not name:
-            raise ValueError(f"bad shape spec piece {piece!r}: expected name:DxDx..., e.g. image1:1x3x384x512")
-        if name in shapes:
-            raise ValueError(f"bad shape spec piece {piece!r}: input {name!r} is given twice")
-        shapes[name] = tuple(_positive_dim(piece, dim) for dim in dims.split("x"))
-    return shapes
-
-
-def _positive_dim(piece: str, dim: str) -> int:
-    if not dim.strip().isdigit() or int(dim) < 1:
-        raise ValueError(f"bad shape spec piece {piece!r}: dimension {dim!r} is not a positive integer")
-    return int(dim)
-
-
-def profiles_from_specs(min_shapes: str, opt_shapes: str | None = None,
-                        max_shapes: str | None = None) -> dict[str, ShapeProfile]:
-    """Profiles from three trtexec-style specs; a missing opt/max spec repeats the min shapes."""
-    low = parse_shape_spec(min_shapes)
-    opt = parse_shape_spec(opt_shapes) if opt_shapes else low
-    high = parse_shape_spec(max_shapes) if max_shapes else low
-    if not set(low) == set(opt) == set(high):
-        raise ValueError(f"min/opt/max shape specs name different inputs: {sorted(low)}, {sorted(opt)}, "
-                         f"{sorted(high)}")
-    return {name: ShapeProfile(low[name], opt[name], high[name]) for name in low}
-
-
-def validate_profiles(input_shapes: dict[str, tuple[int, ...]],
-                      profiles: dict[str, ShapeProfile]) -> dict[str, ShapeProfile]:
-    """Check profiles against a network's inputs (`-1` marks a dynamic axis); returns the profiles to set.
-
-    Every dynamic input needs a profile; profiles may not name unknown inputs, must have the input's rank
-    and must keep fixed axes at their size.
-    """
-    unknown = sorted(set(profiles) - set(input_shapes))
-    if unknown:
-        raise ValueError(f"profiles for unknown inputs {unknown}; the network's inputs are {sorted(input_shapes)}")
-    missing = [f"{name} {tuple(shape)}" for name, shape in input_shapes.items()
-               if any(d < 0 for d in shape) and name not in profiles]
-    if missing:
-        raise ValueError(f"dynamic inputs need shape profiles (min/opt/max): {', '.join(missing)}")
-    for name, profile in profiles.items():
-        shape = tuple(input_shapes[name])
-        if len(profile.min) != len(shape):
-            raise ValueError(f"profile for {name} has rank {len(profile.min)}, the input has shape {shape}")
-        for axis, dim in enumerate(shape):
-            if dim >= 0 and {profile.min[axis], profile.opt[axis], profile.max[axis]} != {dim}:
-                raise ValueError(f"profile for {name} varies axis {axis}, which the network fixes at {dim}")
-    return dict(profiles)
 
 
 def engine_sidecar_path(engine_path: str | os.PathLike) -> Path:
@@ -153,10 +64,11 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     """Build `engine_path` from `onnx_path` and write its record to `engine_sidecar_path(engine_path)`.
 
     `profiles` maps input names to `ShapeProfile`s (needed for every dynamic input); `timing_cache` is a file
-    loaded if present and saved after the build. The record holds TensorRT version, GPU, precision,
-    profiles, input/output names and dtypes, the ONNX metadata_props merged with `metadata`, build time,
-    UTC date and toolkit version; it is returned. Raises `TensorRTUnavailable` (one line) without
-    TensorRT or an NVIDIA GPU.
+    loaded if present and saved after the build. The record is the toolkit's provenance record (kind "engine":
+    arch id, resolution, iterations from the ONNX record, precision, GPU, versions, creation date) plus
+    TensorRT version, profiles, input/output names and dtypes, the ONNX metadata_props merged with
+    `metadata` and the build time; it is returned. Raises `TensorRTUnavailable` (one line) without
+    TensorRT or an NVIDIA GPU. The engine is not run: `build_verified_engine` checks it before publishing.
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     cache_path = Path(timing_cache) if timing_cache is not None else None
@@ -174,30 +86,152 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     # Drop the old record first: an engine must never sit next to a record describing another build.
     engine_sidecar_path(engine_path).unlink(missing_ok=True)
     atomic_write_bytes(engine_path, bytes(serialized))
-    record = {
-        "engine": engine_path.name, "engine_size_bytes": engine_path.stat().st_size,
-        "engine_sha256": _sha256(engine_path), "onnx": str(onnx_path), "onnx_sha256": _sha256(onnx_path),
-        "precision": precision, "strongly_typed": strongly_typed, "tf32": False, "precision_summary": summary,
-        "tensorrt_version": str(trt.__version__), "gpu": gpu,
-        "profiles": {name: p.to_dict() for name, p in used_profiles.items()},
-        "inputs": inputs, "outputs": outputs, "workspace_mb": workspace_mb,
-        "timing_cache": str(cache_path) if cache_path else None,
-        "metadata": {**onnx_meta, **(metadata or {})},
-        "build_time_s": build_time_s,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "toolkit_version": _toolkit_version(),
-    }
+    meta = {**onnx_meta, **(metadata or {})}
+    record = provenance(
+        "engine", arch_id=meta.get("arch_id"), resolution=_resolution(meta), iters=_int_or_none(meta.get("iters")),
+        precision=precision, backend="tensorrt", device=gpu.get("name"), extra={
+            "engine": engine_path.name, "engine_size_bytes": engine_path.stat().st_size,
+            "engine_sha256": _sha256(engine_path), "onnx": str(onnx_path), "onnx_sha256": _sha256(onnx_path),
+            "strongly_typed": strongly_typed, "tf32": False, "precision_summary": summary,
+            "tensorrt_version": str(trt.__version__), "gpu": gpu,
+            "profiles": {name: p.to_dict() for name, p in used_profiles.items()},
+            "inputs": inputs, "outputs": outputs, "workspace_mb": workspace_mb,
+            "timing_cache": str(cache_path) if cache_path else None, "metadata": meta,
+            "build_time_s": build_time_s})
     # default=str: caller metadata may hold paths or numpy scalars; the record must still be written.
     record = json.loads(json.dumps(record, default=str))
-    atomic_write_bytes(engine_sidecar_path(engine_path), json.dumps(record, indent=2, sort_keys=True).encode())
+    atomic_write_text(engine_sidecar_path(engine_path), json.dumps(record, indent=2, sort_keys=True))
     return record
+
+
+def build_verified_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *, precision: str = "fp32",
+                          profiles: dict[str, ShapeProfile] | None = None, workspace_mb: int = 4096,
+                          timing_cache: str | os.PathLike | None = None, tolerance_epe: float | None = None,
+                          real_pair: str | os.PathLike | None = None, cuda_graph: bool = False,
+                          metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build a flow engine, check it against ONNX Runtime CPU, and only then write `engine_path` and its record.
+
+    The engine is built to a temporary file beside `engine_path` and run (`TrtRunner`, with `cuda_graph`) on
+    the verification pairs (seeded synthetic pairs, plus the real pair in the `real_pair` folder when given) at
+    every shape of `verification_points`: profile min, opt and max, or the fixed shape, so no shape is checked
+    that the engine does not accept. Its flow (`[B,2,H,W]`) is compared with `onnx_path`'s on ONNX Runtime CPU;
+    `tolerance_epe` (px) defaults to `DEFAULT_TOLERANCE_EPE[precision]`. On success the engine is renamed to
+    `engine_path` and the record (`build_engine`'s plus `verification`) written beside it and returned. On any
+    failure (a verification above tolerance, an exception, KeyboardInterrupt) no new file is left behind, and a
+    previous engine at `engine_path` is left as it was; the timing cache, a cache of measurements, is kept.
+    """
+    from .verify import VerificationError
+
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    _check_arguments(onnx_path, precision, workspace_mb)
+    tolerance = DEFAULT_TOLERANCE_EPE[precision] if tolerance_epe is None else float(tolerance_epe)
+    if not tolerance >= 0:
+        raise UserInputError(f"tolerance_epe must be a non-negative number of px, got {tolerance_epe!r}")
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{engine_path.name}.", suffix=".tmp", dir=engine_path.parent)
+    os.close(handle)
+    tmp, published = Path(name), False
+    try:
+        record = build_engine(onnx_path, tmp, precision=precision, profiles=profiles, workspace_mb=workspace_mb,
+                              timing_cache=timing_cache, metadata=metadata)
+        points = verification_points(record["inputs"], record["profiles"])
+        checks = _verify_engine(onnx_path, tmp, points, tolerance, real_pair, cuda_graph)
+        record.update(engine=engine_path.name, verification={
+            "reference": "onnxruntime-cpu", "cuda_graph": cuda_graph, "tolerance_epe": tolerance,
+            "ok": all(c["ok"] for c in checks.values()), "shapes": checks})
+        if not record["verification"]["ok"]:
+            worst = max(checks, key=lambda k: checks[k]["max_epe"])
+            raise VerificationError(f"{engine_path}: engine flow differs from ONNX Runtime at {worst} (max EPE "
+                                    f"{checks[worst]['max_epe']:.2e} px > {tolerance:g} px); no engine written")
+        engine_sidecar_path(engine_path).unlink(missing_ok=True)
+        os.replace(tmp, engine_path)
+        published = True
+        atomic_write_text(engine_sidecar_path(engine_path), json.dumps(record, indent=2, sort_keys=True))
+    except BaseException:
+        for leftover in (tmp, engine_sidecar_path(tmp), *((engine_path,) if published else ())):
+            leftover.unlink(missing_ok=True)
+        raise
+    engine_sidecar_path(tmp).unlink(missing_ok=True)
+    return record
+
+
+def verification_points(inputs: list[dict[str, Any]],
+                        profiles: Mapping[str, Mapping[str, list[int]]]) -> list[tuple[int, int, int]]:
+    """(batch, height, width) shapes at which to check a flow engine, all inside what it accepts.
+
+    `inputs` and `profiles` are as in `build_engine`'s record: the flow graphs take `image1` and `image2`
+    `[B,3,H,W]`. With profiles: their min, opt and max (in that order, duplicates dropped); else the fixed shape.
+    """
+    shapes = {io["name"]: tuple(io["shape"]) for io in inputs}
+    if not {"image1", "image2"} <= set(shapes) or len(shapes["image1"]) != 4:
+        raise UserInputError(f"verification runs flow graphs (inputs image1, image2 [B,3,H,W]); this engine has "
+                             f"inputs {', '.join(f'{n} {list(s)}' for n, s in shapes.items())}")
+    if "image1" in profiles:
+        if profiles.get("image2") != profiles["image1"]:
+            raise UserInputError(f"image1 and image2 need the same profile, got {dict(profiles.get('image2', {}))} "
+                                 f"and {dict(profiles['image1'])}")
+        candidates = [tuple(profiles["image1"][k]) for k in ("min", "opt", "max")]
+    else:
+        candidates = [shapes["image1"]]
+    points = list(dict.fromkeys((int(s[0]), int(s[2]), int(s[3])) for s in candidates))
+    small = [p for p in points if min(p[1:]) < MIN_VERIFY_SIDE]
+    if small:
+        raise UserInputError(f"profile shape {small[0][1]}x{small[0][2]} is below the {MIN_VERIFY_SIDE}x"
+                             f"{MIN_VERIFY_SIDE} px the verification pairs need; raise --min")
+    return points
+
+
+def _verify_engine(onnx_path: Path, engine_path: Path, points: list[tuple[int, int, int]], tolerance: float,
+                   real_pair: str | os.PathLike | None, cuda_graph: bool) -> dict[str, dict[str, Any]]:
+    """{"BxHxW": VerifyReport.to_dict()} for the engine vs ONNX Runtime CPU; the engine runner is deactivated
+    when the comparison ends, also on errors."""
+    import onnxruntime as ort
+
+    from .trt_runtime import TrtRunner
+    from .verify import verification_pairs, verify
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    checks = {}
+    with TrtRunner(engine_path, cuda_graph=cuda_graph) as runner:
+        for batch, height, width in points:
+            reference = _batched_flow_fn(lambda feeds: session.run(["flow"], feeds)[0], batch)
+            candidate = _batched_flow_fn(lambda feeds: runner.infer(feeds)["flow"], batch)
+            report = verify(reference, candidate, verification_pairs(height, width, real_pair), tolerance)
+            checks[f"{batch}x{height}x{width}"] = report.to_dict()
+    return checks
+
+
+def _batched_flow_fn(infer: Callable[[dict[str, np.ndarray]], np.ndarray], batch: int) -> Callable:
+    """A verify() flow function: the pair repeated `batch` times, flow `[B,2,H,W]` -> `[H, B*W, 2]` so that
+    every batch element is compared."""
+    def flow(image1: np.ndarray, image2: np.ndarray) -> np.ndarray:
+        feeds = {name: np.ascontiguousarray(np.repeat(im.transpose(2, 0, 1)[None], batch, 0), np.float32)
+                 for name, im in (("image1", image1), ("image2", image2))}
+        out = np.asarray(infer(feeds))
+        return out.transpose(2, 0, 3, 1).reshape(out.shape[2], -1, 2)
+
+    return flow
+
+
+def _resolution(meta: Mapping[str, Any]) -> tuple[int, int] | None:
+    """[H, W] from the ONNX record (`resolution`, else `export_height`/`export_width`), when it has one."""
+    value = meta.get("resolution") or [meta.get("export_height"), meta.get("export_width")]
+    pair = [_int_or_none(v) for v in value] if isinstance(value, (list, tuple)) and len(value) == 2 else []
+    return (pair[0], pair[1]) if len(pair) == 2 and None not in pair else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _check_arguments(onnx_path: Path, precision: str, workspace_mb: int) -> None:
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise UserInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if workspace_mb < 1:
-        raise ValueError(f"workspace_mb must be positive, got {workspace_mb}")
+        raise UserInputError(f"workspace_mb must be positive, got {workspace_mb}")
     if not onnx_path.is_file():
         raise FileNotFoundError(f"ONNX file not found: {onnx_path}")
 
@@ -332,12 +366,6 @@ def _dtype_name(trt: Any, dtype: Any) -> str:
 
 def _major(trt: Any) -> int:
     return int(str(trt.__version__).split(".")[0])
-
-
-def _toolkit_version() -> str:
-    import flownas
-
-    return flownas.__version__
 
 
 def _sha256(path: Path) -> str:

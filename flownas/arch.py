@@ -381,9 +381,13 @@ NAMED_ARCHS: Mapping[str, ArchConfig] = MappingProxyType({"raft-s": RAFT_S, "raf
 SPACE_RELATIVE_NAMES = ("largest", "smallest")
 
 
+class UnknownArchError(ArchError):
+    """A spec that is no architecture form at all (not a name, id, JSON, file or dict)."""
+
+
 def _unknown_spec(spec: Any) -> ArchError:
     names = ", ".join(list(NAMED_ARCHS) + list(SPACE_RELATIVE_NAMES))
-    return ArchError(
+    return UnknownArchError(
         f"unknown architecture {spec!r}: give an ArchConfig, a name ({names}), an id like {RAFT_K.id}, "
         f"a JSON/YAML file or a dict with keys {', '.join(ARCH_KEYS)} (optionally wrapped as {{\"arch\": ...}})"
     )

@@ -177,30 +177,61 @@ def is_toolkit_checkpoint(obj: Mapping[str, Any]) -> bool:
 
 # --------------------------------------------------------------------------------------------- models
 def build_model(config: Mapping[str, Any], source: str = "config") -> FlowModel:
-    """Instantiate an (untrained) model from `FlowModel.config()`."""
+    """Instantiate an (untrained) model from `FlowModel.config()`; `flownas.registry` names the usual ones.
+
+    Families: `{"family": "raft", "variant": "large" | "small"}`; `{"family": "flownas", "arch": {...},
+    "space": {...}}` (a static subnet) and `{"family": "flownas-supernet", "space": {...}}`, both with an
+    optional `"decoder": DecoderSpec.to_dict()` (default RAFT large's) and space (default FlowNAS's).
+    """
+    from .models import DecoderSpec  # here rather than at the top: this helper owns only these functions
+
     family = config.get("family")
-    space = SearchSpace.from_dict(config["space"]) if "space" in config else SearchSpace.flownas()
     if family == "raft":
-        return RAFT(small=config.get("variant") == "small")
+        variant = config.get("variant", "large")
+        if variant not in ("large", "small"):
+            raise WeightsError(f"{source}: unknown RAFT variant {variant!r} (expected large or small)")
+        return RAFT(small=variant == "small")
+    if family not in ("flownas", "flownas-supernet"):
+        raise WeightsError(f"{source}: unknown model family {family!r} (expected raft, flownas-supernet or flownas)")
+    space = SearchSpace.from_dict(config["space"]) if "space" in config else SearchSpace.flownas()
+    decoder = {"decoder": DecoderSpec.from_dict(config["decoder"])} if "decoder" in config else {}
     if family == "flownas-supernet":
-        return FlowNASSupernet(space)
-    if family == "flownas":
-        return FlowNASNet(ArchConfig.from_dict(config["arch"]), space)
-    raise WeightsError(f"{source}: unknown model family {family!r} (expected raft, flownas-supernet or flownas)")
+        return FlowNASSupernet(space, **decoder)
+    if "arch" not in config:
+        raise WeightsError(f"{source}: a flownas model config needs an 'arch' entry (the published arch dict)")
+    return FlowNASNet(ArchConfig.from_dict(config["arch"], space), space, **decoder)
 
 
 def named_config(name: str, space: SearchSpace | None = None) -> dict[str, Any]:
-    """Model config for a name: `raft`/`raft-large`, `raft-small`, or any FlowNAS architecture spec."""
-    if name in ("raft", "raft-large", "raft-small"):
-        return {"family": "raft", "variant": "small" if name == "raft-small" else "large"}
+    """Model config for a registered name (`flownas.registry.list_models()`) or any FlowNAS architecture
+    spec (an id, a JSON/YAML file, JSON text) in `space` (default FlowNAS).
+
+    With a `space`, architecture names (`raft-s`, `raft-k`, `largest`, `smallest`) are resolved in it;
+    other registered names (`raft`, `raft-small`, `tiny-*`) keep their registered config.
+    """
+    from .arch import NAMED_ARCHS, SPACE_RELATIVE_NAMES, UnknownArchError
+    from .registry import MODELS, UnknownModelError
+
+    entry = MODELS.find(name)
+    if entry is not None and (space is None or name not in (*NAMED_ARCHS, *SPACE_RELATIVE_NAMES)):
+        return entry.config_dict()
     space = space or SearchSpace.flownas()
-    return {"family": "flownas", "arch": resolve_arch(name, space).to_dict(), "space": space.to_dict()}
+    try:
+        arch = resolve_arch(name, space)
+    except UnknownArchError:
+        raise UnknownModelError(
+            f"unknown model {name!r} (give a registered name: {', '.join(MODELS.names(aliases=True))}; or a "
+            f"FlowNAS architecture id, JSON text or JSON/YAML file){MODELS.suggest(name)}"
+        ) from None
+    return {"family": "flownas", "arch": arch.to_dict(), "space": space.to_dict()}
 
 
 def untrained_model(name: str, seed: int = 0) -> FlowModel:
-    """A seeded, untrained model by name (for speed measurements and demos: latency ignores weight values)."""
-    torch.manual_seed(seed)
-    return build_model(named_config(name)).eval()
+    """A seeded, untrained model (eval mode) by name or architecture spec (for speed measurements and
+    demos: latency ignores weight values). The global torch RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(named_config(name), source=f"model {name!r}").eval()
 
 
 def _published_model(layout: str) -> FlowModel:

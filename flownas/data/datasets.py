@@ -8,14 +8,18 @@ Class attributes tell the evaluation loop how to treat a dataset: `pad_mode` ("s
 padding, "kitti" bottom padding), `sparse` (ground truth only at some pixels) and `aggregation`
 ("pooled" EPE over all valid pixels, or "per_image" mean of per-image EPEs, the KITTI convention).
 
-`DATASETS` maps a name to a factory `factory(root, split=..., augmentor=...)`; other modules may add
-entries (e.g. "synthetic"). `build_dataset(name, root, split, augmentor)` looks names up there.
+`DATASETS` is a read-only mapping of name -> `DatasetEntry` (factory, whether it needs a root, splits,
+default split, description); `build_dataset(name, root, split, augmentor)` looks names up there and
+`list_datasets()` lists them.
 """
 from __future__ import annotations
 
+import difflib
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from types import MappingProxyType
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -283,33 +287,69 @@ class Middlebury(FlowDataset):
 # --------------------------------------------------------------------------------------------- registry
 DatasetFactory = Callable[..., Dataset]
 
-DATASETS: dict[str, DatasetFactory] = {
-    "sintel-clean": lambda root, split=None, augmentor=None: Sintel(
-        root, split=split or "training", dstype="clean", augmentor=augmentor),
-    "sintel-final": lambda root, split=None, augmentor=None: Sintel(
-        root, split=split or "training", dstype="final", augmentor=augmentor),
-    "kitti": lambda root, split=None, augmentor=None: KITTI(root, split=split or "training", augmentor=augmentor),
-    "chairs": lambda root, split=None, augmentor=None: FlyingChairs(root, split=split or "train", augmentor=augmentor),
-    "things-clean": lambda root, split=None, augmentor=None: FlyingThings3D(
-        root, dstype="frames_cleanpass", split=split or "TRAIN", augmentor=augmentor),
-    "things-final": lambda root, split=None, augmentor=None: FlyingThings3D(
-        root, dstype="frames_finalpass", split=split or "TRAIN", augmentor=augmentor),
-    "middlebury": lambda root, split=None, augmentor=None: Middlebury(root, split=split, augmentor=augmentor),
-    "synthetic": lambda root, split=None, augmentor=None: _synthetic(split, augmentor),
-}
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A named dataset: `factory(root, split=..., augmentor=...)` builds it; `splits` are its canonical
+    split names (the dataset classes also accept a few aliases, e.g. "validation" for FlyingChairs)."""
+
+    name: str
+    factory: DatasetFactory
+    needs_root: bool
+    splits: tuple[str, ...]
+    default_split: str
+    description: str
 
 
-def _synthetic(split: Optional[str], augmentor: Optional[Augmentor]) -> Dataset:
+def _synthetic(root: Optional[PathLike], split: str, augmentor: Optional[Augmentor]) -> Dataset:
     """Synthetic pairs with exact flow; needs no root. "train": 10,000 pairs (seed 0); "val": 32 (seed 1)."""
-    if split not in (None, "val", "train"):
+    if split not in ("val", "train"):
         raise DatasetError(f"synthetic split {split!r} is not one of ('train', 'val')")
     train = split == "train"
     return SyntheticFlow(length=10_000 if train else 32, size=(256, 320), seed=0 if train else 1, augmentor=augmentor)
 
 
-def build_dataset(name: str, root: PathLike, split: Optional[str] = None,
+_SINTEL_SPLITS = ("training", "train", "val")
+_ENTRIES = (
+    DatasetEntry("sintel-clean", lambda root, split, augmentor: Sintel(root, split, "clean", augmentor),
+                 True, _SINTEL_SPLITS, "training", "MPI-Sintel clean pass (val = 5 held-out scenes)"),
+    DatasetEntry("sintel-final", lambda root, split, augmentor: Sintel(root, split, "final", augmentor),
+                 True, _SINTEL_SPLITS, "training", "MPI-Sintel final pass (val = 5 held-out scenes)"),
+    DatasetEntry("kitti", lambda root, split, augmentor: KITTI(root, split, augmentor),
+                 True, ("training",), "training", "KITTI 2015 flow, sparse ground truth"),
+    DatasetEntry("chairs", lambda root, split, augmentor: FlyingChairs(root, split, augmentor),
+                 True, ("train", "val"), "train", "FlyingChairs with chairs_split.txt"),
+    DatasetEntry("things-clean", lambda root, split, augmentor: FlyingThings3D(
+        root, "frames_cleanpass", split, augmentor=augmentor),
+                 True, ("TRAIN", "TEST"), "TRAIN", "FlyingThings3D clean pass, left camera, into the future"),
+    DatasetEntry("things-final", lambda root, split, augmentor: FlyingThings3D(
+        root, "frames_finalpass", split, augmentor=augmentor),
+                 True, ("TRAIN", "TEST"), "TRAIN", "FlyingThings3D final pass, left camera, into the future"),
+    DatasetEntry("middlebury", lambda root, split, augmentor: Middlebury(root, split, augmentor),
+                 True, ("training",), "training", "Middlebury frame10/frame11/flow10 triplets"),
+    DatasetEntry("synthetic", _synthetic, False, ("val", "train"), "val",
+                 "synthetic pairs with exact flow (no download)"),
+)
+# Read-only: a dataset name means the same thing in every process; nothing registers at runtime.
+DATASETS: Mapping[str, DatasetEntry] = MappingProxyType({entry.name: entry for entry in _ENTRIES})
+
+
+def list_datasets() -> list[str]:
+    """Sorted names accepted by `build_dataset`."""
+    return sorted(DATASETS)
+
+
+def build_dataset(name: str, root: Optional[PathLike], split: Optional[str] = None,
                   augmentor: Optional[Augmentor] = None) -> Dataset:
-    """Dataset `name` (a key of `DATASETS`) at `root`; `split=None` picks the dataset's default split."""
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r} (expected one of {', '.join(sorted(DATASETS))})")
-    return DATASETS[name](root, split=split, augmentor=augmentor)
+    """Dataset `name` (a key of `DATASETS`) at `root`; `split=None` picks the dataset's default split.
+
+    `root` may be None only for datasets that need none (`synthetic`).
+    """
+    entry = DATASETS.get(name)
+    if entry is None:
+        close = difflib.get_close_matches(str(name), list(DATASETS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise DatasetError(f"unknown dataset {name!r} (expected one of {', '.join(list_datasets())}){hint}")
+    if entry.needs_root and root is None:
+        raise DatasetError(f"dataset {name!r} needs its root folder, got None")
+    return entry.factory(root, split=entry.default_split if split is None else split, augmentor=augmentor)

@@ -6,13 +6,17 @@ Conventions used throughout:
   downstream arithmetic never meets the 1e10 "unknown" markers or NaNs;
 - images are `np.uint8 [H, W, 3]` in RGB order (OpenCV's BGR is converted at this boundary only).
 
-Every malformed input raises `FlowFormatError` with a single line naming the file and what was expected.
+Every malformed input raises `FlowFormatError` with a single line naming the file and what was expected, before
+anything large is allocated: image headers are checked by `image_headers.check_image_header` (at most
+`MAX_IMAGE_PIXELS`, consistent with the file size) before OpenCV decodes them, `.npy` headers (dtype, shape,
+data size) are checked before the array is built, `.flo`/`.pfm` sizes must match the file exactly.
 Writers are atomic (temporary file in the destination folder, then `os.replace`), so an interrupted run
 never leaves a half-written flow file that a later run would read as truncated.
 """
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 from pathlib import Path
@@ -22,7 +26,8 @@ import cv2
 import numpy as np
 
 from ..fileio import atomic_write_bytes
-from ..errors import ToolkitError
+from ..errors import ToolkitError, one_line
+from .image_headers import MAX_IMAGE_PIXELS, HeaderError, ImageHeader, check_image_header
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -34,6 +39,8 @@ KITTI_SCALE = 64.0
 KITTI_MAX_FLOW = (65535 - KITTI_OFFSET) / KITTI_SCALE  # largest |u| a KITTI png can hold (~512 px)
 FLOW_EXTENSIONS = (".flo", ".png", ".pfm", ".npy")
 _PFM_HEADER = re.compile(rb"\A(PF|Pf)\s+(\d+)\s+(\d+)\s+(\S+)\s")
+MAX_FLOW_PIXELS = MAX_IMAGE_PIXELS  # .npy flows: larger headers are refused before allocating (800 MB as float32)
+NPY_FLOW_KINDS = "fiu"  # numpy dtype kinds a flow may be stored as: float, signed and unsigned integers
 
 
 class FlowFormatError(ToolkitError, ValueError):
@@ -42,9 +49,34 @@ class FlowFormatError(ToolkitError, ValueError):
 
 # --------------------------------------------------------------------------------------------- helpers
 def _read_bytes(path: Path, what: str) -> bytes:
-    if not path.is_file():
-        raise FlowFormatError(f"{path}: file not found (expected {what})")
-    return path.read_bytes()
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise FlowFormatError(f"{path}: file not found (expected {what})") from None
+    except IsADirectoryError:
+        raise FlowFormatError(f"{path}: is a folder (expected {what})") from None
+    except OSError as exc:
+        raise FlowFormatError(f"{path}: cannot read ({exc.strerror or type(exc).__name__}; expected {what})") from None
+    except ValueError:  # an embedded NUL byte in the name
+        raise FlowFormatError(f"{path}: not a usable file name (expected {what})") from None
+
+
+def _decode_image(path: Path, data: bytes, what: str) -> tuple[np.ndarray, ImageHeader | None]:
+    """OpenCV's decoding of `data` (IMREAD_UNCHANGED) after the header was checked, and that header."""
+    if not data:
+        raise FlowFormatError(f"{path}: empty file (expected {what})")
+    try:
+        header = check_image_header(data)
+    except HeaderError as exc:
+        raise FlowFormatError(f"{path}: {exc} (expected {what})") from None
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # OpenCV refuses some files by raising (size limits, failed allocations)
+        reason = one_line(exc).split("error: ", 1)[-1]
+        raise FlowFormatError(f"{path}: unreadable image (OpenCV: {reason}; expected {what})") from None
+    if image is None:
+        raise FlowFormatError(f"{path}: unreadable image (expected {what})")
+    return image, header
 
 
 def _suffix(path: Path, allowed: tuple[str, ...], action: str) -> str:
@@ -105,10 +137,11 @@ def _encode_flo(flow: np.ndarray, valid: np.ndarray) -> bytes:
 
 # --------------------------------------------------------------------------------------------- KITTI png
 def _read_kitti_png(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    data = _read_bytes(path, "a KITTI 16-bit flow .png")
-    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise FlowFormatError(f"{path}: unreadable PNG (expected a KITTI 16-bit 3-channel flow png)")
+    what = "a KITTI 16-bit 3-channel flow png"
+    data = _read_bytes(path, what)
+    if not data.startswith(b"\x89PNG"):
+        raise FlowFormatError(f"{path}: not a PNG file (expected {what})")
+    raw, _ = _decode_image(path, data, what)
     if raw.dtype != np.uint16 or raw.ndim != 3 or raw.shape[2] != 3:
         channels = 1 if raw.ndim == 2 else raw.shape[2]
         raise FlowFormatError(f"{path}: got a {raw.dtype} png with {channels} channel(s) "
@@ -146,10 +179,10 @@ def read_pfm(path: PathLike) -> np.ndarray:
     try:
         scale = float(scale_text)
     except ValueError:
-        raise FlowFormatError(f"{path}: bad PFM scale {scale_text!r} (expected a non-zero number)") from None
-    width, height = int(width), int(height)
+        raise FlowFormatError(f"{path}: bad PFM scale {scale_text[:20]!r} (expected a non-zero number)") from None
+    width, height = int(width), int(height)  # at most ~250 digits: the header is matched in 256 bytes
     channels = 3 if kind == b"PF" else 1
-    if width < 1 or height < 1 or scale == 0:
+    if width < 1 or height < 1 or scale == 0 or not math.isfinite(scale):
         raise FlowFormatError(f"{path}: bad PFM header {width}x{height} scale {scale} "
                               "(expected positive W, H and a non-zero scale)")
     count = width * height * channels
@@ -194,14 +227,40 @@ def _read_pfm_flow(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------- .npy
-def _read_npy(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    data = _read_bytes(path, "a .npy flow array [H, W, 2]")
+_NPY_WHAT = "a .npy flow array [H, W, 2] of real numbers"
+
+
+def _npy_header(path: Path, data: bytes) -> tuple[tuple, bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, data offset) from the header alone, nothing allocated yet."""
+    if not data.startswith(b"\x93NUMPY"):
+        kind = "a zip archive (.npz?)" if data.startswith(b"PK") else "no .npy magic"
+        raise FlowFormatError(f"{path}: not a .npy file ({kind}; expected {_NPY_WHAT})")
+    stream = io.BytesIO(data)
     try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise FlowFormatError(f"{path}: unreadable .npy ({exc}) (expected a flow array [H, W, 2])") from None
-    if array.ndim != 3 or array.shape[2] != 2 or not np.issubdtype(array.dtype, np.number):
-        raise FlowFormatError(f"{path}: .npy holds {array.dtype} {list(array.shape)} (expected a flow array [H, W, 2])")
+        version = np.lib.format.read_magic(stream)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read(stream)
+    except Exception as exc:  # numpy's header parser raises ValueError, TokenError, SyntaxError, RecursionError...
+        raise FlowFormatError(f"{path}: unreadable .npy header ({type(exc).__name__}: {one_line(exc)[:120]}; "
+                              f"expected {_NPY_WHAT})") from None
+    return shape, fortran_order, dtype, stream.tell()
+
+
+def _read_npy(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    data = _read_bytes(path, _NPY_WHAT)
+    shape, fortran_order, dtype, offset = _npy_header(path, data)
+    if dtype.kind not in NPY_FLOW_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise FlowFormatError(f"{path}: .npy holds {dtype} values (expected {_NPY_WHAT})")
+    if len(shape) != 3 or shape[2] != 2 or shape[0] < 1 or shape[1] < 1:
+        raise FlowFormatError(f"{path}: .npy holds an array of shape {list(shape)} (expected {_NPY_WHAT})")
+    if shape[0] * shape[1] > MAX_FLOW_PIXELS:
+        raise FlowFormatError(f"{path}: .npy declares {shape[0]}x{shape[1]} pixels, more than the "
+                              f"{MAX_FLOW_PIXELS} pixel limit (expected {_NPY_WHAT})")
+    count = shape[0] * shape[1] * 2
+    if len(data) - offset != count * dtype.itemsize:
+        raise FlowFormatError(f"{path}: .npy of shape {list(shape)} {dtype} needs {count * dtype.itemsize} data "
+                              f"bytes, got {len(data) - offset} (truncated or corrupt)")
+    array = np.frombuffer(data, dtype, count, offset).reshape(shape, order="F" if fortran_order else "C")
     flow = array.astype(np.float32)
     valid = np.isfinite(flow).all(axis=2)
     flow[~valid] = 0.0
@@ -255,10 +314,8 @@ def write_flow(path: PathLike, flow: np.ndarray, valid: Optional[np.ndarray] = N
 def read_image(path: PathLike) -> np.ndarray:
     """Read an 8-bit image as `np.uint8 [H, W, 3]` RGB (grayscale expanded, alpha dropped, 16-bit rejected)."""
     path = Path(path)
-    data = _read_bytes(path, "an 8-bit image")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise FlowFormatError(f"{path}: unreadable image (expected an 8-bit PNG/PPM/JPEG/BMP image)")
+    what = "an 8-bit PNG/PPM/JPEG/BMP image"
+    image, _ = _decode_image(path, _read_bytes(path, what), what)
     if image.dtype != np.uint8:
         raise FlowFormatError(f"{path}: {image.dtype} image (expected 8 bits per channel; "
                               "16-bit pngs are flow files, read them with read_flow)")

@@ -13,7 +13,8 @@ import torch
 
 from bench import suite
 from bench.commands import UNTRAINED_NOTE, add_bench_parser, run_bench
-from bench.runners import BenchError, export_temp_onnx
+from bench.runners import export_temp_onnx
+from flownas.errors import ToolkitError
 from flownas.models import RAFT
 
 FAST = ["--runs", "2", "--warmup-runs", "1", "--warmup-s", "0"]
@@ -81,16 +82,16 @@ def test_checkpoint_on_torch_and_exported_onnx(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("argv, message", [
     (["--onnx", "missing.onnx", "--backend", "ort-cpu"], "missing.onnx: file not found"),
-    (["--model", "raft-small", "--backend", "torch-cpu,jax"], "unknown backend 'jax': choose from ort-cpu"),
+    (["--model", "raft-small", "--backend", "torch-cpu,jax"], "unknown backend 'jax': choose from torch-cpu"),
     (["--model", "raft-small", "--backend", "trt"], "give --engine"),
     (["--backend", "torch-cpu"], "nothing to benchmark"),
     (["--model", "raft-small", "--arch", "raft-s", "--backend", "torch-cpu"], "--arch .* needs --weights"),
-    (["--model", "raft-small", "--backend", "torch-cpu", "--cuda-graph"], "torch-cuda only"),
+    (["--model", "raft-small", "--backend", "torch-cpu", "--cuda-graph"], "torch-cuda and trt only"),
     (["--model", "raft-small", "--backend", "torch-cpu", "--baseline", "ort-cpu"], "not among the backends"),
     (["--model", "raft-small", "--backend", "torch-cpu", "--runs", "0"], "at least 1"),
 ])
 def test_bad_input_gives_clear_errors(argv: list[str], message: str) -> None:
-    with pytest.raises(BenchError, match=message):
+    with pytest.raises(ToolkitError, match=message):
         _bench(*argv)
 
 
@@ -102,14 +103,14 @@ def test_bad_input_gives_clear_errors(argv: list[str], message: str) -> None:
 ])
 def test_onnx_file_must_fit_the_request(onnx_file: Path, argv: list[str], message: str) -> None:
     backend = [] if "--backend" in argv else ["--backend", "ort-cpu"]
-    with pytest.raises(BenchError, match=message):
+    with pytest.raises(ToolkitError, match=message):
         _bench("--onnx", str(onnx_file), *backend, *argv)
 
 
 def test_not_an_onnx_file(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.onnx"
     bogus.write_bytes(b"\xff\x00 not protobuf")
-    with pytest.raises(BenchError, match="not a readable ONNX file"):
+    with pytest.raises(ToolkitError, match="not a readable ONNX file"):
         _bench("--onnx", str(bogus), "--backend", "ort-cpu")
 
 
@@ -117,7 +118,7 @@ def test_not_an_onnx_file(tmp_path: Path) -> None:
 def test_engine_without_tensorrt(tmp_path: Path) -> None:
     engine = tmp_path / "raft.engine"
     engine.write_bytes(b"\x00" * 16)
-    with pytest.raises(BenchError) as info:
+    with pytest.raises(ToolkitError) as info:
         _bench("--engine", str(engine), "--backend", "trt")
     assert "TensorRT" in str(info.value) and "\n" not in str(info.value)
 

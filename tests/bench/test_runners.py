@@ -5,7 +5,6 @@ GPU tests (torch-cuda, ort-cuda, trt engines) are marked and skip with the reaso
 """
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,9 @@ import pytest
 import torch
 
 from bench.protocol import TimingConfig, benchmark, compare, make_feeds
-from bench.runners import (BACKENDS, BenchError, OrtRunner, TorchRunner, TrtEngineRunner, export_temp_onnx,
-                           make_runner)
+from bench.runners import (BACKENDS, BenchError, EngineRunner, OrtRunner, TorchRunner, export_temp_onnx,
+                           flow_model_runner, make_runner)
+from flownas.errors import MissingDependencyError, ToolkitError
 from flownas.models import RAFT
 
 SIZE, ITERS = (128, 128), 1
@@ -48,7 +48,7 @@ def feeds() -> dict[str, np.ndarray]:
 
 # -- lifecycle -------------------------------------------------------------------------------------------
 def test_torch_runner_lifecycle(model: RAFT, feeds: dict) -> None:
-    runner = TorchRunner(model, ITERS, threads=1, model_name="raft-small")
+    runner = flow_model_runner(model, ITERS, threads=1, name="raft-small")
     with pytest.raises(RuntimeError, match="not active"):
         runner.infer(feeds)
     with pytest.raises(RuntimeError, match="not active"):
@@ -61,13 +61,13 @@ def test_torch_runner_lifecycle(model: RAFT, feeds: dict) -> None:
         assert flow.shape == (1, 2, *SIZE) and flow.dtype == np.float32
         with pytest.raises(NotImplementedError, match="no device clock"):  # CPU runners are timed on the host
             runner.timed_run(feeds)
-    assert not runner.active and torch.get_num_threads() == before  # release restores torch's thread count
+    assert not runner.active and torch.get_num_threads() == before  # deactivate restores torch's thread count
     with pytest.raises(RuntimeError, match="not active"):
         runner.infer(feeds)
     runner.activate().activate()  # activating twice is harmless, and a released runner can come back
     assert runner.infer(feeds)["flow"].shape == (1, 2, *SIZE)
-    runner.release()
-    runner.release()
+    runner.deactivate()
+    runner.deactivate()
 
 
 def test_ort_runner_lifecycle_frees_the_session(onnx_file: Path, feeds: dict) -> None:
@@ -75,7 +75,7 @@ def test_ort_runner_lifecycle_frees_the_session(onnx_file: Path, feeds: dict) ->
     with pytest.raises(RuntimeError, match="not active"):
         runner.infer(feeds)
     with runner:
-        assert runner.session is not None and runner.input_names == ["image1", "image2"]
+        assert runner.session is not None and [s.name for s in runner.input_specs()] == ["image1", "image2"]
         assert runner.infer(feeds)["flow"].shape == (1, 2, *SIZE)
         info = runner.describe()
         assert info["providers"] == ["CPUExecutionProvider"] and info["threads"] == 1
@@ -85,13 +85,13 @@ def test_ort_runner_lifecycle_frees_the_session(onnx_file: Path, feeds: dict) ->
 
 
 def test_torch_and_ort_runners_agree(model: RAFT, onnx_file: Path, feeds: dict) -> None:
-    with TorchRunner(model, ITERS) as eager, OrtRunner(onnx_file) as session:
+    with flow_model_runner(model, ITERS) as eager, OrtRunner(onnx_file) as session:
         a, b = eager.infer(feeds)["flow"], session.infer(feeds)["flow"]
     assert a.shape == b.shape and np.abs(a - b).max() < 1e-4  # px
 
 
 def test_describe_records_backend_device_precision_threads_versions(model: RAFT, onnx_file: Path) -> None:
-    torch_info = TorchRunner(model, ITERS, model_name="raft-small").describe()
+    torch_info = flow_model_runner(model, ITERS, name="raft-small").describe()
     assert {k: torch_info[k] for k in ("backend", "model", "device", "precision", "timing")} == {
         "backend": "torch-cpu", "model": "raft-small", "device": "cpu", "precision": "fp32",
         "timing": "host perf_counter"}
@@ -103,7 +103,7 @@ def test_describe_records_backend_device_precision_threads_versions(model: RAFT,
 
 # -- protocol on real runners ------------------------------------------------------------------------------
 def test_benchmark_measures_and_releases(model: RAFT, feeds: dict) -> None:
-    runner = TorchRunner(model, ITERS, model_name="raft-small")
+    runner = flow_model_runner(model, ITERS, name="raft-small")
     result = benchmark(runner, feeds, QUICK, meta={"resolution": "128x128"})
     assert not runner.active  # activated for the measurement, released after
     assert result.name == "raft-small/torch-cpu" and result.backend == "torch-cpu" and result.model == "raft-small"
@@ -116,7 +116,7 @@ def test_benchmark_measures_and_releases(model: RAFT, feeds: dict) -> None:
 
 
 def test_compare_shares_one_run_and_flags_noise(model: RAFT, onnx_file: Path, feeds: dict) -> None:
-    runners = {"eager": TorchRunner(model, ITERS), "ort": OrtRunner(onnx_file)}
+    runners = {"eager": flow_model_runner(model, ITERS), "ort": OrtRunner(onnx_file)}
     config = TimingConfig(warmup_runs=1, warmup_s=0.0, runs=2, duration_s=0.05, cv_warn=1e-9)
     results = compare(runners, feeds, config)
     assert list(results) == ["eager", "ort"] and results["eager"].run_id == results["ort"].run_id
@@ -126,38 +126,35 @@ def test_compare_shares_one_run_and_flags_noise(model: RAFT, onnx_file: Path, fe
 
 
 def test_compare_leaves_an_active_runner_active(model: RAFT, feeds: dict) -> None:
-    with TorchRunner(model, ITERS) as runner:
+    with flow_model_runner(model, ITERS) as runner:
         compare({"eager": runner}, feeds, QUICK)
         assert runner.active
 
 
 # -- make_runner and bad input ---------------------------------------------------------------------------
 def test_make_runner_builds_each_cpu_backend(model: RAFT, onnx_file: Path) -> None:
-    assert isinstance(make_runner("torch-cpu", model=model, iters=ITERS), TorchRunner)
+    assert isinstance(make_runner("pytorch", model=model, iters=ITERS), TorchRunner)
     runner = make_runner("ort-cpu", onnx=onnx_file, threads=1)
     assert isinstance(runner, OrtRunner) and runner.threads == 1 and runner.path == onnx_file
 
 
-def test_make_runner_exports_a_model_for_ort_to_a_temporary_file(model: RAFT, feeds: dict) -> None:
-    runner = make_runner("ort-cpu", model=model, iters=ITERS, resolution=SIZE, model_name="tmp-raft")
-    path = runner.path
-    assert path.is_file() and path.name == "tmp-raft.onnx"
-    with runner:
-        assert runner.infer(feeds)["flow"].shape == (1, 2, *SIZE)
-    del runner
-    gc.collect()
-    assert not path.exists()  # the temporary folder lives as long as the runner
+def test_make_runner_exports_a_model_for_ort_into_the_scratch_folder(model: RAFT, feeds: dict,
+                                                                     tmp_path: Path) -> None:
+    runner = make_runner("onnxrt", model=model, iters=ITERS, resolution=SIZE, model_name="tmp-raft", scratch=tmp_path)
+    assert runner.path == tmp_path / "tmp-raft.onnx" and runner.path.is_file() and runner.backend == "ort-cpu"
+    with runner, flow_model_runner(model, ITERS) as eager:
+        assert np.abs(runner.infer(feeds)["flow"] - eager.infer(feeds)["flow"]).max() < 1e-4
 
 
 def test_unknown_backend_lists_the_valid_ones() -> None:
-    with pytest.raises(BenchError) as info:
+    with pytest.raises(ToolkitError) as info:
         make_runner("tensorflow", model=object())
     assert "unknown backend 'tensorflow'" in str(info.value)
     assert all(b in str(info.value) for b in BACKENDS)
 
 
 def test_missing_onnx_file(tmp_path: Path) -> None:
-    with pytest.raises(BenchError, match="ONNX file not found: .*nope.onnx"):
+    with pytest.raises(ToolkitError, match="nope.onnx: ONNX file not found"):
         make_runner("ort-cpu", onnx=tmp_path / "nope.onnx")
 
 
@@ -166,7 +163,7 @@ def test_missing_onnx_file(tmp_path: Path) -> None:
     ("ort-cpu", {}, "needs --onnx"),
     ("torch-cpu", {"onnx": "x.onnx"}, "give --weights or --model"),
     ("ort-cpu", {"model": object()}, "needs a resolution"),
-    ("torch-cpu", {"model": object(), "cuda_graph": True}, "torch-cuda only"),
+    ("torch-cpu", {"model": object(), "cuda_graph": True}, "torch-cuda and trt only"),
 ])
 def test_backend_and_source_must_fit(backend: str, kwargs: dict, message: str) -> None:
     with pytest.raises(BenchError, match=message):
@@ -174,7 +171,7 @@ def test_backend_and_source_must_fit(backend: str, kwargs: dict, message: str) -
 
 
 def test_missing_engine_file(tmp_path: Path) -> None:
-    with pytest.raises(BenchError, match="engine file not found"):
+    with pytest.raises(ToolkitError, match="engine file not found"):
         make_runner("trt", engine=tmp_path / "nope.engine")
 
 
@@ -182,10 +179,10 @@ def test_missing_engine_file(tmp_path: Path) -> None:
 def test_trt_backend_without_tensorrt_is_one_clear_line(tmp_path: Path) -> None:
     engine = tmp_path / "raft.engine"
     engine.write_bytes(b"not used: TensorRT is checked first")
-    with pytest.raises(BenchError) as info:
+    with pytest.raises(MissingDependencyError) as info:
         make_runner("trt", engine=engine)
     message = str(info.value)
-    assert "TensorRT" in message and "\n" not in message and message.startswith("backend trt:")
+    assert "TensorRT" in message and "\n" not in message
 
 
 @pytest.mark.parametrize("backend, provider", [("ort-cuda", "CUDAExecutionProvider"),
@@ -193,7 +190,7 @@ def test_trt_backend_without_tensorrt_is_one_clear_line(tmp_path: Path) -> None:
 def test_ort_gpu_provider_missing_says_what_to_install(onnx_file: Path, backend: str, provider: str) -> None:
     if provider in ort.get_available_providers():
         pytest.skip(f"{provider} is available here")
-    with pytest.raises(BenchError) as info:
+    with pytest.raises(MissingDependencyError) as info:
         make_runner(backend, onnx=onnx_file)
     message = str(info.value)
     assert provider in message and "onnxruntime-gpu" in message and "\n" not in message
@@ -203,7 +200,7 @@ def test_torch_cuda_without_gpu_fails_on_activate(model: RAFT) -> None:
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is available here")
     runner = make_runner("torch-cuda", model=model, iters=ITERS)
-    with pytest.raises(BenchError, match="sees no CUDA GPU"):
+    with pytest.raises(ToolkitError, match="sees no CUDA GPU"):
         runner.activate()
     assert not runner.active
 
@@ -213,9 +210,9 @@ def test_torch_cuda_without_gpu_fails_on_activate(model: RAFT) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
 @pytest.mark.parametrize("cuda_graph", [False, True])
 def test_torch_cuda_phases_and_agreement(model: RAFT, feeds: dict, cuda_graph: bool) -> None:
-    with TorchRunner(model, ITERS) as cpu:
+    with flow_model_runner(model, ITERS) as cpu:
         reference = cpu.infer(feeds)["flow"]
-    runner = TorchRunner(model, ITERS, device="cuda", cuda_graph=cuda_graph)
+    runner = flow_model_runner(model, ITERS, device="cuda", cuda_graph=cuda_graph)
     result = benchmark(runner, feeds, QUICK)
     assert set(result.phases) == {"h2d_ms", "compute_ms", "d2h_ms", "host_ms"}
     assert result.runner["timing"] == "CUDA events" and result.runner["gpu"]
@@ -244,7 +241,7 @@ def test_trt_engine_runner_times_three_phases(onnx_file: Path, feeds: dict, tmp_
     engine = tmp_path / "raft-small.engine"
     build_engine(onnx_file, engine)
     runner = make_runner("trt", engine=engine)
-    assert isinstance(runner, TrtEngineRunner) and runner.precision == "fp32"
+    assert isinstance(runner, EngineRunner) and runner.precision == "fp32"
     result = benchmark(runner, feeds, QUICK)
     assert {"h2d_ms", "compute_ms", "d2h_ms", "host_ms"} <= set(result.phases)
     with OrtRunner(onnx_file) as cpu:

@@ -221,3 +221,87 @@ def test_real_torch_grid_sample_export_is_clean(tmp_path):
     assert report.opset == 17 and report.path == str(path)
     assert report.ok, report.format_table()
     assert "GridSample" in {f.op_type for f in report.findings}  # the align_corners note proves it was seen
+
+
+# -- "axes must be an initializer": Slice / Squeeze / Unsqueeze / Pad (onnx-tensorrt docs/operators.md) ----------
+def _i64(name, values):
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+def _axes_errors(report: LintReport) -> list:
+    return [f for f in report.errors if f.code == "axes-not-constant"]
+
+
+@pytest.mark.parametrize("op, inputs, opset", [
+    ("Slice", ["x", "starts", "ends", "axes"], 17),
+    ("Squeeze", ["x", "axes"], 13),
+    ("Unsqueeze", ["x", "axes"], 13),
+    ("Pad", ["x", "pads", "", "axes"], 18),
+])
+@pytest.mark.parametrize("axes_from", ["graph-input", "initializer", "constant-node"])
+def test_axes_must_be_a_build_time_constant(op, inputs, opset, axes_from):
+    inits = [_i64("starts", [0]), _i64("ends", [1]), _i64("pads", [0, 1])]
+    nodes, graph_inputs = [helper.make_node(op, inputs, ["y"], name="n")], [_vi("x", [1, 4])]
+    if axes_from == "graph-input":
+        graph_inputs.append(_vi("axes", [1], TensorProto.INT64))
+    elif axes_from == "initializer":
+        inits.append(_i64("axes", [0]))
+    else:
+        nodes.insert(0, helper.make_node("Constant", [], ["axes"], value=_i64("c", [0])))
+    report = lint_onnx(_model(nodes, graph_inputs, [_vi("y", None)], opset=opset, initializers=inits))
+    hits = _axes_errors(report)
+    if axes_from == "graph-input":
+        assert len(hits) == 1 and hits[0].node == "n" and hits[0].op_type == op
+        assert "axes 'axes'" in hits[0].message and "\n" not in hits[0].message
+    else:
+        assert hits == [], hits
+
+
+def test_slice_bounds_and_pad_pads_may_be_computed():
+    # The parser imports Slice starts/ends/steps and Pad pads as shape tensors: only `axes` must be constant.
+    slice_ = helper.make_node("Slice", ["x", "s", "e", "axes", "st"], ["a"])
+    pad = helper.make_node("Pad", ["a", "p"], ["y"])
+    graph_inputs = [_vi("x", [1, 4]), *(_vi(n, [1], TensorProto.INT64) for n in ("s", "e", "st")),
+                    _vi("p", [4], TensorProto.INT64)]
+    report = lint_onnx(_model([slice_, pad], graph_inputs, [_vi("y", None)], opset=18, initializers=[_i64("axes", [1])]))
+    assert _axes_errors(report) == [] and report.ok
+
+
+def test_squeeze_axes_attribute_before_opset13_is_not_an_input():
+    node = helper.make_node("Unsqueeze", ["x"], ["y"], axes=[0])
+    assert _axes_errors(lint_onnx(_model([node], [_vi("x", [4])], [_vi("y", [1, 4])], opset=11))) == []
+
+
+def test_pad_without_axes_input_and_before_opset18():
+    node = helper.make_node("Pad", ["x", "pads"], ["y"])
+    report = lint_onnx(_model([node], [_vi("x", [4])], [_vi("y", [5])], opset=13, initializers=[_i64("pads", [0, 1])]))
+    assert _axes_errors(report) == []
+
+
+def test_axes_from_outer_graph_input_inside_if_branch_is_caught():
+    unsq = helper.make_node("Unsqueeze", ["x", "axes"], ["t"], name="u")
+    then_g = helper.make_graph([unsq], "then", [], [_vi("t", [1, 4])])
+    const_axes = helper.make_node("Constant", [], ["k"], value=_i64("k", [0]))
+    else_g = helper.make_graph([const_axes, helper.make_node("Unsqueeze", ["x", "k"], ["e"], name="ok")], "else", [],
+                               [_vi("e", [1, 4])])
+    node = helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_g, else_branch=else_g)
+    inputs = [_vi("cond", [], TensorProto.BOOL), _vi("x", [4]), _vi("axes", [1], TensorProto.INT64)]
+    hits = _axes_errors(lint_onnx(_model([node], inputs, [_vi("y", [1, 4])], opset=17)))
+    assert [f.node for f in hits] == ["branch/then_branch/u"]
+
+
+def test_axes_inside_loop_body():
+    # Loop body inputs: iteration count, condition, one loop-carried tensor; the carried tensor is not a constant.
+    body_inputs = [_vi("i", [], TensorProto.INT64), _vi("c", [], TensorProto.BOOL), _vi("carried", [1], TensorProto.INT64)]
+    body_init = _i64("body_axes", [0])
+    nodes = [helper.make_node("Squeeze", ["v", "carried"], ["bad"], name="from_carried"),
+             helper.make_node("Squeeze", ["v", "body_axes"], ["good"], name="from_init"),
+             helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Identity", ["carried"], ["carried_out"])]
+    body = helper.make_graph(nodes, "body", body_inputs,
+                             [_vi("c_out", [], TensorProto.BOOL), _vi("carried_out", [1], TensorProto.INT64),
+                              _vi("bad", None), _vi("good", None)], initializer=[body_init])
+    loop = helper.make_node("Loop", ["n", "", "axes0"], ["final", "scan_bad", "scan_good"], name="loop", body=body)
+    inputs = [_vi("n", [], TensorProto.INT64), _vi("v", [1, 4])]
+    report = lint_onnx(_model([loop], inputs, [_vi("final", [1], TensorProto.INT64)], opset=17,
+                              initializers=[_i64("axes0", [0])]))
+    assert [f.node for f in _axes_errors(report)] == ["loop/body/from_carried"]

@@ -1,27 +1,33 @@
 """TensorRT engine building and running (export/tensorrt.py, export/trt_runtime.py).
 
-Shape specs, profile checks and the missing-TensorRT path run everywhere; engine tests (marked `tensorrt`)
-need TensorRT, a CUDA Python binding and an NVIDIA GPU, and skip with the reason otherwise.
+Shape specs, profile checks, verification shapes, the builder-config order and the missing-TensorRT paths run
+everywhere; engine tests (marked `tensorrt`) need TensorRT, a working CUDA Python binding and an NVIDIA GPU.
+They skip with the reason otherwise; when TensorRT imports but no binding starts, the skip carries every
+binding's error, and it is a failure if torch or nvidia-smi sees a GPU.
 """
 from __future__ import annotations
 
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
 import pytest
 
 from export.tensorrt import (
-    ShapeProfile, TensorRTUnavailable, build_engine, engine_sidecar_path, parse_shape_spec, profiles_from_specs,
-    read_engine_record, validate_profiles,
+    DEFAULT_TOLERANCE_EPE, ShapeProfile, TensorRTUnavailable, _builder_config, build_engine, build_verified_engine,
+    engine_sidecar_path, parse_shape_spec, profiles_from_specs, read_engine_record, validate_profiles,
+    verification_points,
 )
-from export.trt_runtime import TrtRunner, gpu_info
+from export.trt_runtime import TrtRunner, cuda_backend
+from flownas.errors import UserInputError
 
 
 def _tensorrt_importable() -> bool:
@@ -174,12 +180,44 @@ def test_runner_refuses_inference_before_activation(tmp_path: Path) -> None:
 
 
 # -- with TensorRT and a GPU -----------------------------------------------------------------------------
+def _visible_gpu() -> str | None:
+    """What torch or nvidia-smi reports as a GPU on this machine, or None."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"torch sees {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    if shutil.which("nvidia-smi"):
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+        if listing.returncode == 0 and "GPU" in listing.stdout:
+            return f"nvidia-smi lists {listing.stdout.strip().splitlines()[0]}"
+    return None
+
+
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory) -> dict[str, Path]:
+def gpu_ready() -> None:
+    """Skip without TensorRT; with it, a CUDA binding must start (skip with every binding's error, or fail
+    when a GPU is visible: then the bindings are broken, not absent)."""
+    from export.trt_runtime import import_tensorrt
+
+    try:
+        import_tensorrt()
+    except TensorRTUnavailable as exc:
+        pytest.skip(f"engine tests need TensorRT and an NVIDIA GPU: {exc}")
+    try:
+        cuda_backend().close()
+    except TensorRTUnavailable as exc:
+        visible = _visible_gpu()
+        if visible:
+            pytest.fail(f"{visible}, but no CUDA Python binding works: {exc}")
+        pytest.skip(f"TensorRT imports but no CUDA binding works, and no GPU is visible: {exc}")
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory, gpu_ready) -> dict[str, Path]:
     """fp32 and fp16 engines of the tiny model (built once per module), plus its ONNX file."""
-    pytest.importorskip("tensorrt", reason="TensorRT not installed: engine tests need TensorRT and an NVIDIA GPU")
-    if gpu_info() is None:
-        pytest.skip("no NVIDIA GPU visible through cuda-python or pycuda: engine tests need one")
     folder = tmp_path_factory.mktemp("trt")
     onnx_path = _export_tiny(folder / "tiny.onnx")
     out = {"onnx": onnx_path}
@@ -209,7 +247,9 @@ def test_sidecar_records_the_build(engines: dict[str, Path], precision: str) -> 
     assert [(io["name"], io["dtype"]) for io in record["inputs"]] == [("image", "float32"), ("grid", "float32")]
     assert [(io["name"], io["dtype"]) for io in record["outputs"]] == [("sampled", "float32"), ("corr", "float32")]
     assert record["metadata"]["export_iters"] == 1 and record["metadata"]["arch_id"] == "override"
-    assert record["build_time_s"] > 0 and record["date"].endswith("+00:00") and record["toolkit_version"]
+    assert record["kind"] == "engine" and record["arch_id"] == "override" and record["backend"] == "tensorrt"
+    assert record["device"] == record["gpu"]["name"] and record["resolution"] is None  # no export_width given
+    assert record["build_time_s"] > 0 and record["created"].endswith("+00:00") and record["toolkit_version"]
     assert record["engine_size_bytes"] == engines[precision].stat().st_size
     if precision == "fp16":
         assert record["strongly_typed"] and record["precision_summary"]["fp16_ops"]["Conv"] == 2
@@ -255,3 +295,165 @@ def test_dynamic_inputs_without_profiles_are_refused(engines: dict[str, Path], t
 def test_timing_cache_is_saved(engines: dict[str, Path]) -> None:
     cache = engines["onnx"].parent / "timing.cache"
     assert cache.is_file() and cache.stat().st_size > 0
+
+
+# -- verification shapes, arguments and the build path without a GPU ---------------------------------------------
+FLOW_INPUTS = [{"name": n, "dtype": "float32", "shape": [-1, 3, -1, -1]} for n in ("image1", "image2")]
+
+
+def _flow_profiles(low, opt, high) -> dict[str, dict[str, list[int]]]:
+    profile = ShapeProfile(low, opt, high).to_dict()
+    return {"image1": profile, "image2": dict(profile)}
+
+
+def test_verification_points_are_the_profile_corners() -> None:
+    profiles = _flow_profiles((1, 3, 128, 160), (1, 3, 256, 320), (2, 3, 384, 512))
+    assert verification_points(FLOW_INPUTS, profiles) == [(1, 128, 160), (1, 256, 320), (2, 384, 512)]
+    same = _flow_profiles((1, 3, 64, 64), (1, 3, 64, 64), (1, 3, 96, 128))
+    assert verification_points(FLOW_INPUTS, same) == [(1, 64, 64), (1, 96, 128)]  # min == opt checked once
+
+
+def test_verification_points_of_a_fixed_engine_and_refusals() -> None:
+    fixed = [{"name": n, "dtype": "float32", "shape": [1, 3, 384, 512]} for n in ("image1", "image2")]
+    assert verification_points(fixed, {}) == [(1, 384, 512)]
+    with pytest.raises(UserInputError, match=r"inputs image \[1, 3, 8, 8\]"):
+        verification_points([{"name": "image", "dtype": "float32", "shape": [1, 3, 8, 8]}], {})
+    mismatched = _flow_profiles((1, 3, 64, 64), (1, 3, 64, 64), (1, 3, 64, 64))
+    mismatched["image2"] = ShapeProfile.fixed((1, 3, 96, 96)).to_dict()
+    with pytest.raises(UserInputError, match="same profile"):
+        verification_points(FLOW_INPUTS, mismatched)
+    with pytest.raises(UserInputError, match="16x64 is below the 32x32"):
+        verification_points(FLOW_INPUTS, _flow_profiles((1, 3, 16, 64), (1, 3, 64, 64), (1, 3, 64, 64)))
+
+
+def test_build_verified_engine_refuses_bad_arguments_before_writing(tmp_path: Path) -> None:
+    onnx_path = _export_tiny(tmp_path / "tiny.onnx")
+    with pytest.raises(UserInputError, match="tolerance_epe"):
+        build_verified_engine(onnx_path, tmp_path / "out" / "x.engine", tolerance_epe=-1.0)
+    with pytest.raises(UserInputError, match="precision must be one of"):
+        build_verified_engine(onnx_path, tmp_path / "x.engine", precision="int8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx"]
+    assert DEFAULT_TOLERANCE_EPE == {"fp32": 1e-3, "fp16": 5e-2}
+
+
+@pytest.mark.skipif(_tensorrt_importable(), reason="TensorRT is installed: the missing-TensorRT path cannot run")
+def test_build_verified_engine_without_tensorrt_leaves_nothing(tmp_path: Path) -> None:
+    onnx_path = _export_tiny(tmp_path / "tiny.onnx")
+    with pytest.raises(TensorRTUnavailable, match="^TensorRT is not installed"):
+        build_verified_engine(onnx_path, tmp_path / "tiny.engine", profiles=PROFILES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx"]  # no temporary engine or sidecar
+
+
+class _RecordingConfig:
+    """Records the calls `_builder_config` makes, in order (it needs no GPU to decide them)."""
+
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    def __getattr__(self, name: str):
+        return lambda *args: self.calls.append((name, *args)) or 0
+
+
+def test_fp32_builder_config_clears_tf32_and_never_sets_reduced_precision() -> None:
+    flags = SimpleNamespace(TF32="TF32", FP16="FP16", BF16="BF16", INT8="INT8")
+    trt = SimpleNamespace(BuilderFlag=flags, MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"))
+    calls: list = []
+    builder = SimpleNamespace(create_builder_config=lambda: _RecordingConfig(calls),
+                              create_optimization_profile=lambda: _RecordingConfig(calls))
+    _builder_config(trt, builder, {"image": PROFILES["image"]}, workspace_mb=256)
+    names = [c[0] for c in calls]
+    assert calls[0] == ("set_memory_pool_limit", "WORKSPACE", 256 << 20)
+    assert ("clear_flag", "TF32") in calls and not any(c[0] == "set_flag" for c in calls)
+    assert names.index("clear_flag") < names.index("add_optimization_profile")
+    assert ("set_shape", "image", (1, 3, 8, 8), (1, 3, 16, 16), (1, 3, 32, 32)) in calls
+
+
+def test_runner_refuses_pycuda_graphs_and_unknown_bindings_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="cuda_graph=True needs cuda-python"):
+        TrtRunner(tmp_path / "x.engine", cuda="pycuda", cuda_graph=True)
+    with pytest.raises(UserInputError, match="unknown CUDA binding 'cupy'"):
+        TrtRunner(tmp_path / "x.engine", cuda="cupy")
+    info = TrtRunner(tmp_path / "x.engine", cuda_graph=True).describe()
+    assert info == {"engine": str(tmp_path / "x.engine"), "cuda_graph": True, "cuda_binding": None}
+
+
+# -- CUDA graphs and the verified build (TensorRT and a GPU) ------------------------------------------------------
+@pytest.mark.tensorrt
+def test_cuda_graph_runs_match_plain_runs_across_shape_changes(engines: dict[str, Path]) -> None:
+    try:
+        cuda_backend(cuda_graph=True).close()
+    except TensorRTUnavailable as exc:  # e.g. only pycuda works here: it cannot capture graphs
+        pytest.skip(f"CUDA graphs need cuda-python: {exc}")
+    sizes = [(16, 16), (24, 32), (16, 16)]  # the second and third need a new capture: shapes and buffers change
+    with TrtRunner(engines["fp32"]) as plain:
+        want = [plain.infer(_feeds(*size, seed=i)) for i, size in enumerate(sizes)]
+    with TrtRunner(engines["fp32"], cuda_graph=True) as graphed:
+        got = [graphed.infer(_feeds(*size, seed=i)) for i, size in enumerate(sizes)]
+        phases = graphed.time_phases(_feeds(16, 16))
+        assert graphed.describe()["cuda_graph"] is True and graphed.describe()["cuda_binding"] == "cuda-python"
+    assert phases["cuda_graph"] is True and phases["compute_ms"] > 0
+    for expected, actual in zip(want, got):
+        for name in expected:  # the same engine and kernels: replaying them as a graph changes no bit
+            np.testing.assert_array_equal(actual[name], expected[name])
+
+
+def _export_tiny_flow(path: Path) -> Path:
+    """image1, image2 [B,3,H,W] -> flow [B,2,H,W]: two convolutions over the pair; dynamic batch, H, W."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 3, padding=1)).eval()
+
+    class Flow(nn.Module):
+        def forward(self, image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:
+            return net(torch.cat([image1, image2], 1) / 255.0)
+
+    axes = {n: {0: "b", 2: "h", 3: "w"} for n in ("image1", "image2", "flow")}
+    pair = (torch.rand(1, 3, 32, 32) * 255, torch.rand(1, 3, 32, 32) * 255)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Flow(), pair, str(path), dynamo=False, opset_version=17, input_names=["image1", "image2"],
+                          output_names=["flow"], dynamic_axes=axes)
+    return path
+
+
+FLOW_PROFILES = {n: ShapeProfile((1, 3, 32, 32), (1, 3, 48, 64), (2, 3, 64, 96)) for n in ("image1", "image2")}
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_build_verified_engine_checks_profile_corners_then_publishes(gpu_ready, tmp_path: Path,
+                                                                       cuda_graph: bool) -> None:
+    onnx_path = _export_tiny_flow(tmp_path / "flow.onnx")
+    engine = tmp_path / "flow.engine"
+    record = build_verified_engine(onnx_path, engine, profiles=FLOW_PROFILES, workspace_mb=256,
+                                   cuda_graph=cuda_graph)
+    checked = record["verification"]
+    assert list(checked["shapes"]) == ["1x32x32", "1x48x64", "2x64x96"] and checked["ok"]
+    assert checked["cuda_graph"] is cuda_graph and checked["tolerance_epe"] == 1e-3
+    assert record["engine"] == "flow.engine" and read_engine_record(engine) == record
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.engine", "flow.engine.json", "flow.onnx"]
+
+
+@pytest.mark.tensorrt
+def test_build_verified_engine_leaves_nothing_when_the_check_fails(gpu_ready, tmp_path: Path) -> None:
+    from export.verify import VerificationError
+
+    onnx_path = _export_tiny_flow(tmp_path / "flow.onnx")
+    # fp16 rounds the convolutions: its flow cannot be within 1e-12 px of ONNX Runtime's fp32 flow.
+    with pytest.raises(VerificationError, match="no engine written"):
+        build_verified_engine(onnx_path, tmp_path / "flow.engine", precision="fp16", profiles=FLOW_PROFILES,
+                              workspace_mb=256, tolerance_epe=1e-12)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.onnx"]
+
+
+@pytest.mark.tensorrt
+def test_real_builder_config_has_tf32_cleared(gpu_ready) -> None:
+    from export.trt_runtime import import_tensorrt
+
+    trt = import_tensorrt()
+    builder = trt.Builder(trt.Logger(trt.Logger.WARNING))
+    config = _builder_config(trt, builder, {}, workspace_mb=64)
+    if hasattr(trt.BuilderFlag, "TF32"):
+        assert not config.get_flag(trt.BuilderFlag.TF32)

@@ -1,0 +1,75 @@
+"""`run_benchmark` as a library call: any ONNX graph, the flow models, and arguments refused before any work."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.protocol import TimingConfig
+from bench.session import BenchRequest, run_benchmark
+from flownas.errors import ToolkitError
+from tests_helpers import one_conv_onnx
+
+QUICK = TimingConfig(warmup_runs=1, warmup_s=0.0, runs=5)
+
+
+def test_any_onnx_graph_with_an_input_named_x(tmp_path: Path) -> None:
+    graph = one_conv_onnx(tmp_path / "conv.onnx")
+    session = run_benchmark(BenchRequest(backends="ort-cpu", onnx=str(graph), timing=QUICK, out=tmp_path / "out"))
+    result = session.results["conv/ort-cpu"]
+    assert result.stats.count == 5 and len(result.samples["latency_ms"]) == 5
+    assert 0 < result.stats.min_ms <= result.stats.median_ms <= result.stats.p90_ms <= result.stats.max_ms
+    assert result.outputs["y"].shape == (1, 4, 8, 8) and result.meta == {}
+    record = json.loads((tmp_path / "out" / "results.json").read_text())
+    stats = record["results"][0]["stats"]
+    assert {"min_ms", "median_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "cv", "throughput_per_s"} <= set(stats)
+    assert session.title == "conv: ort-cpu"
+
+
+def test_dynamic_graph_takes_shapes_and_files(tmp_path: Path) -> None:
+    import numpy as np
+
+    graph = one_conv_onnx(tmp_path / "dyn.onnx", batch="N")
+    with pytest.raises(ToolkitError, match="--input-shape x:1x3x8x8"):
+        run_benchmark(BenchRequest(backends="ort-cpu", onnx=str(graph), timing=QUICK, out=tmp_path / "o"))
+    session = run_benchmark(BenchRequest(backends="ort-cpu", onnx=str(graph), input_shapes="x:3x3x8x8",
+                                         timing=QUICK, out=tmp_path / "o"))
+    assert session.results["dyn/ort-cpu"].outputs["y"].shape == (3, 4, 8, 8)
+    np.save(tmp_path / "x.npy", np.ones((2, 3, 8, 8), np.float32))
+    session = run_benchmark(BenchRequest(backends="ort-cpu", onnx=str(graph), inputs=f"x:{tmp_path / 'x.npy'}",
+                                         timing=QUICK, out=tmp_path / "o"))
+    assert session.results["dyn/ort-cpu"].outputs["y"].shape == (2, 4, 8, 8)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"iters": 0}, "--iters 0: the number of update iterations must be at least 1"),
+    ({"precision": "int3"}, "--precision 'int3' is not one of"),
+    ({"precision": "fp16"}, "backend ort-cpu runs fp32 here"),
+    ({"backends": "ort-cuda"}, "CUDAExecutionProvider"),
+    ({"threads": 0}, "--threads 0"),
+])
+def test_bad_requests_fail_before_any_export(tmp_path: Path, changes: dict, message: str) -> None:
+    import onnxruntime as ort
+
+    if changes.get("backends") == "ort-cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDAExecutionProvider is available here")
+    request = BenchRequest(**{"backends": "ort-cpu", "model": "raft-small", "timing": QUICK,
+                              "out": tmp_path / "out", **changes})
+    with pytest.raises(ToolkitError, match=message):
+        run_benchmark(request)
+    assert not list(tmp_path.rglob("*.onnx"))  # refused before the 30-second export, nothing left behind
+
+
+def test_a_flow_graph_is_fed_an_image_pair_at_its_export_size(tmp_path: Path) -> None:
+    import torch
+
+    from bench.runners import export_temp_onnx
+    from flownas.models import RAFT
+
+    torch.manual_seed(0)
+    onnx = export_temp_onnx(RAFT(small=True).eval(), (128, 128), 1, tmp_path, "raft-small")
+    session = run_benchmark(BenchRequest(backends="onnxruntime", onnx=str(onnx), timing=QUICK, out=tmp_path / "o"))
+    result = session.results["raft-small/ort-cpu"]
+    assert result.meta == {"resolution": "128x128", "iters": 1} and result.outputs["flow"].shape == (1, 2, 128, 128)
+    assert "at 128x128, 1 iterations" in session.title
