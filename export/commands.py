@@ -42,7 +42,9 @@ def add_export_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max", dest="max_shapes", help="largest shapes of a dynamic engine (default: --min)")
     p.add_argument("--workspace-mb", type=int, default=4096, help="builder workspace in MiB (default 4096)")
     p.add_argument("--timing-cache", help="timing cache file (read and updated)")
-    _verify_args(p)
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="verify the engine replayed as a CUDA graph (trtexec 11's default; needs cuda-python)")
+    _verify_args(p, "max EPE in px against ONNX Runtime (default 1e-3 for fp32, 5e-2 for fp16)")
 
     p = sub.add_parser("verify", help="compare the flow of two artifacts (checkpoint, ONNX file, engine)")
     p.add_argument("a", help="reference artifact (.pt/.pth checkpoint, .onnx, .engine/.plan)")
@@ -55,8 +57,9 @@ def add_export_parsers(sub: argparse._SubParsersAction) -> None:
     _verify_args(p)
 
 
-def _verify_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE_EPE, help="max EPE in px (default 1e-3)")
+def _verify_args(p: argparse.ArgumentParser, tolerance_help: str = "max EPE in px (default 1e-3)") -> None:
+    default = DEFAULT_TOLERANCE_EPE if "default 1e-3" in tolerance_help else None
+    p.add_argument("--tolerance", type=float, default=default, help=tolerance_help)
     p.add_argument("--real-pair", metavar="DIR",
                    help="also verify on a real pair: a folder with frame10.png and frame11.png (e.g. a Middlebury "
                         "sequence); default: seeded synthetic pairs only")
@@ -103,7 +106,10 @@ def _export_trt(args: argparse.Namespace) -> int:
     profiles = profiles_from_specs(args.min_shapes, args.opt_shapes, args.max_shapes) if args.min_shapes else None
     record = build_verified_engine(args.onnx, args.out, precision=args.precision, profiles=profiles,
                                    workspace_mb=args.workspace_mb, timing_cache=args.timing_cache,
-                                   tolerance_epe=args.tolerance, real_pair=args.real_pair)
+                                   tolerance_epe=args.tolerance, real_pair=args.real_pair,
+                                   cuda_graph=args.cuda_graph)
+    for shape, check in record["verification"]["shapes"].items():
+        print(f"TensorRT ({args.precision}) vs ONNX Runtime at {shape}: max EPE {check['max_epe']:.2e} px")
     print(f"wrote {args.out} (built in {record['build_time_s']:.1f} s) and {args.out}.json")
     return 0
 

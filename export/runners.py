@@ -131,20 +131,14 @@ def import_ort_provider(provider: str) -> Any:
                                      "onnxruntime-gpu (CUDA/TensorRT)") from None
     name, available = ORT_PROVIDERS[provider], ort.get_available_providers()
     if name not in available:
-        hint = _ort_install_hint()
+        from .ortcheck import ort_install_problem
+
+        hint = ort_install_problem()
         extra = " and TensorRT's libraries on the library path" if provider == "tensorrt" else ""
         raise MissingDependencyError(
             f"backend {ORT_BACKENDS[provider]}: ONNX Runtime {ort.__version__} has no {name} (available: "
             f"{', '.join(available)}); {hint or 'install onnxruntime-gpu in place of onnxruntime' + extra}")
     return ort
-
-
-def _ort_install_hint() -> str | None:
-    """Both `onnxruntime` and `onnxruntime-gpu` installed: the CPU wheel's module shadows the GPU one."""
-    if library_version("onnxruntime") and library_version("onnxruntime-gpu"):
-        return ("both onnxruntime and onnxruntime-gpu are installed and the CPU package hides the GPU providers: "
-                "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu")
-    return None
 
 
 def onnx_precision(path: Path) -> str:

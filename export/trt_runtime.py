@@ -170,8 +170,7 @@ class TrtRunner:
             self._ensure_graph()  # before the first event: capturing is set-up, not part of the timed run
         mark = (lambda i: self.cuda.event_record(self._events[i], self.stream)) if timed else (lambda i: None)
         mark(0)
-        for tensor in (t for t in self.tensors.values() if t.is_input):
-            self.cuda.memcpy_htod_async(tensor.device, tensor.host, tensor.nbytes, self.stream)
+        self._copy_inputs()
         mark(1)
         if self.cuda_graph:
             self.cuda.graph_launch(self._graph_exec, self.stream)
@@ -183,6 +182,10 @@ class TrtRunner:
         mark(3)
         self.cuda.stream_sync(self.stream)
 
+    def _copy_inputs(self) -> None:
+        for tensor in (t for t in self.tensors.values() if t.is_input):
+            self.cuda.memcpy_htod_async(tensor.device, tensor.host, tensor.nbytes, self.stream)
+
     def _enqueue(self) -> None:
         if not self.context.execute_async_v3(self.cuda.stream_handle(self.stream)):
             raise RuntimeError(f"execute_async_v3 failed for {self.engine_path.name} (see TensorRT's log)")
@@ -190,14 +193,15 @@ class TrtRunner:
     def _ensure_graph(self) -> None:
         """Capture `execute_async_v3` into a CUDA graph unless one exists for these shapes and buffers.
 
-        As trtexec does (samples/common/sampleInference.cpp, createEnqueueFunction): one ordinary enqueue
-        first, so TensorRT's deferred set-up (shape inference, resource allocation) is not captured, then
-        capture on the runner's stream. A graph bakes in shapes and device addresses, hence the key.
+        As trtexec does (samples/common/sampleInference.cpp, createEnqueueFunction): inputs copied in, one
+        ordinary enqueue so that TensorRT's deferred set-up (shape inference, resource allocation) is not
+        captured, then capture on the runner's stream. A graph bakes in shapes and device addresses, hence the key.
         """
         key = tuple((t.name, t.shape, t.device) for t in self.tensors.values())
         if key == self._graph_key:
             return
         self._drop_graph()
+        self._copy_inputs()  # the warm-up reads real inputs, not freshly allocated (uninitialised) buffers
         self._enqueue()
         self.cuda.stream_sync(self.stream)
         self.cuda.graph_capture_begin(self.stream)

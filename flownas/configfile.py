@@ -86,7 +86,10 @@ def _parse_json(text: str) -> Any:
 def _parse_yaml(text: str) -> Any:
     import yaml  # lazy: only file-based specs need it
 
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # its reader refuses control characters right away
+    except yaml.YAMLError as exc:
+        raise _Refused(f"not valid YAML: {' '.join(str(exc).split())}") from None
     try:
         node = loader.get_single_node()
         if node is None:  # an empty document

@@ -329,8 +329,9 @@ def check_gene_names(record: GeneValues, table: Sequence[Gene]) -> None:
         if prefixes[gene.name] != gene.prefix:
             raise ArchError(f"architecture gene {gene.name!r} has id prefix {prefixes[gene.name]!r}, "
                             f"the space's is {gene.prefix!r}")
-    for name in set(prefixes) - {g.name for g in table}:
-        raise ArchError(f"architecture gene {name!r} is not in the space (genes: {names})")
+    extra = [name for name in prefixes if name not in {g.name for g in table}]  # record order: deterministic
+    if extra:
+        raise ArchError(f"architecture gene {extra[0]!r} is not in the space (genes: {names})")
 
 
 def with_defaults(record: GeneValues, table: Sequence[Gene]) -> dict[str, GeneValue] | None:

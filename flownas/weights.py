@@ -1,6 +1,8 @@
 """Checkpoint I/O: the toolkit's own format and the published RAFT / torchvision / FlowNAS layouts.
 
-Everything is read with `torch.load(..., weights_only=True)`: no code from a file is ever executed.
+Everything is read with `torch.load(..., weights_only=True)`: no code from a file is ever executed. What a file
+holds is checked (flownas.checkpoint_checks) before a model is built from it: a bad file gives one `WeightsError`
+line naming it, never a KeyError or an allocation of absurd size.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from . import __version__
 from .fileio import atomic_path
 from .arch import ArchConfig, SearchSpace, resolve_arch
 from .models import RAFT, FlowModel, FlowNASNet, FlowNASSupernet
-from .errors import ToolkitError
+from .errors import ToolkitError, one_line
+from . import checkpoint_checks as checks
 
 FORMAT_NAME = "flownas-toolkit"
 FORMAT_VERSION = 1
@@ -31,28 +34,54 @@ class WeightsError(ToolkitError, ValueError):
 
 # --------------------------------------------------------------------------------------------- reading
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint file safely; returns the raw top-level dict."""
+    """Load a checkpoint file safely (tensors and plain containers only); returns the raw top-level dict."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):  # a name too long for the system, an embedded NUL
+        is_file = False
+    if not is_file:
         raise WeightsError(f"{path}: checkpoint file not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({first_line})") from None
+        raise WeightsError(f"{path}: {_load_failure(exc)}") from None
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     return obj
 
 
+def _load_failure(exc: Exception) -> str:
+    """Why torch.load failed, in one line; never torch's advice to retry with weights_only=False."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"holds objects other than tensors and plain containers (it refers to {found.group(1)}); "
+                "the toolkit never executes code from files, so it cannot be loaded")
+    # torch's own reason sits between "WeightsUnpickler error:" and its advice; the advice is left out.
+    unpickler = re.search(r"WeightsUnpickler error:(.*?)(Check the documentation|$)", text, re.S)
+    reason = " ".join(unpickler.group(1).split()) if unpickler else ""
+    reason = reason or f"{type(exc).__name__}: {one_line(exc)}"
+    return f"not a readable PyTorch checkpoint ({reason[:200]})"
+
+
 def unwrap_state_dict(obj: Mapping[str, Any]) -> dict[str, Tensor]:
-    """Strip training containers ('state_dict', 'model') and the DataParallel `module.` prefix."""
+    """Strip training containers ('state_dict', 'model') and the DataParallel `module.` prefix.
+
+    Non-tensor entries (epochs, optimiser settings) are dropped; a key that is not a string, or a tensor
+    that is sparse, meta, quantized or complex, raises `WeightsError` (without the file name: callers add it).
+    """
     for container in ("state_dict", "model_state_dict", "model"):
         inner = obj.get(container)
         if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
             obj = inner
             break
     tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+    if tensors:  # an empty one is refused by detect_layout, which lists what it expected
+        try:
+            checks.check_state_dict(tensors, "the state dict")
+        except checks.CheckpointProblem as exc:
+            raise WeightsError(str(exc)) from None
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in tensors.items()}
 
 
@@ -256,14 +285,18 @@ def load_model(
     the FlowNAS release (a whole supernet), and this toolkit's own format. With `arch` (a name, an id,
     a JSON file or a dict in the published format), a supernet is returned as the extracted static subnet.
     """
-    raw = read_checkpoint(source) if isinstance(source, (str, os.PathLike)) else dict(source)
-    label = str(source) if isinstance(source, (str, os.PathLike)) else "state dict"
+    if isinstance(source, (str, os.PathLike)):
+        raw, label = read_checkpoint(source), str(source)
+    elif isinstance(source, Mapping):
+        raw, label = dict(source), "state dict"
+    else:
+        raise WeightsError(f"load_model: expected a checkpoint path or a dict of tensors, got {type(source).__name__}")
     if is_toolkit_checkpoint(raw):
-        model = build_model(raw.get("model", {}), label)
+        model = _build_checked(raw, label)
         load_into(model, raw["state_dict"], label)
     else:
-        state = unwrap_state_dict(raw)
         try:
+            state = unwrap_state_dict(raw)
             layout = detect_layout(state)
         except WeightsError as exc:
             raise WeightsError(f"{label}: {exc}") from None
@@ -274,6 +307,39 @@ def load_model(
     if arch is not None:
         model = _select_arch(model, arch, label)
     return model.to(device).eval()
+
+
+def _build_checked(raw: Mapping[str, Any], label: str) -> FlowModel:
+    """The untrained model a toolkit checkpoint describes, after checking everything that sizes it."""
+    for key in ("model", "state_dict"):
+        if key not in raw:
+            raise WeightsError(f"{label}: a {FORMAT_NAME} checkpoint needs a {key!r} entry (it has: "
+                               f"{', '.join(checks.preview(k) for k in list(raw)[:8])})")
+    config = raw["model"]
+    try:
+        checks.check_format_version(raw.get("format_version"), FORMAT_VERSION)
+        checks.check_model_config(config)
+        checks.check_state_dict(raw["state_dict"])
+        if config["family"] != "raft":  # sizes come from the file: count them without allocating
+            with torch.device("meta"):
+                checks.check_parameter_count(_parameters(_build(config, label)))
+    except checks.CheckpointProblem as exc:
+        raise WeightsError(f"{label}: {exc}") from None
+    return _build(config, label)
+
+
+def _build(config: Mapping[str, Any], label: str) -> FlowModel:
+    # ArchError / SpaceError / DecoderSpecError do not know the file: name it here.
+    try:
+        return build_model(config, label)
+    except WeightsError:
+        raise
+    except ToolkitError as exc:
+        raise WeightsError(f"{label}: model config: {one_line(exc)}") from None
+
+
+def _parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def _select_arch(model: FlowModel, arch: Any, label: str) -> FlowModel:

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +120,10 @@ def _worker(conn, memory_mb: int) -> None:
     import flownas.weights  # noqa: F401 - import torch, cv2 and the models before measuring the baseline
 
     torch.set_num_threads(1)
+    # Decoders (libpng, libjpeg, OpenCV) print to the process's stderr about every broken file: silence them.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    warnings.simplefilter("ignore")
     limit = _address_space_bytes() + memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     conn.send(("ready", "", ""))
@@ -306,8 +312,6 @@ def _cli_problems(proc: subprocess.CompletedProcess, expect: Optional[str]) -> l
 
 def cli_campaign(folder: Path, cases: Sequence = CLI_CASES, timeout_s: float = 300.0) -> list:
     """Run `python cli.py ARGS` for each bad invocation in `folder` (its working directory); CUDA is hidden."""
-    import os
-
     folder.mkdir(parents=True, exist_ok=True)
     _prepare_cli_files(folder)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}

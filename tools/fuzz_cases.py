@@ -169,19 +169,18 @@ def text_number(rng: random.Random, data: bytes, hot: list) -> tuple[bytes, str]
 
 def pickle_mutation(rng: random.Random, data: bytes, hot: list) -> tuple[bytes, str]:
     """Mutate the pickle inside a zip checkpoint and re-zip it, so torch gets past the zip layer."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        names = archive.namelist()
-    except (zipfile.BadZipFile, ValueError, OSError):
-        return bit_flip(rng, data, hot)
     op = rng.choice((bit_flip, truncate, insert, delete, overwrite_int))
     out, detail = io.BytesIO(), ""
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
-        for name in names:
-            body = archive.read(name)
-            if name.endswith("data.pkl"):
-                body, detail = op(rng, body, [(0, len(body))])
-            dst.writestr(name, body)
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+            for name in archive.namelist():
+                body = archive.read(name)
+                if name.endswith("data.pkl"):
+                    body, detail = op(rng, body, [(0, len(body))])
+                dst.writestr(name, body)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError):  # already broken: flip bits
+        return bit_flip(rng, data, hot)
     return out.getvalue(), f"pickle-{detail}"
 
 

@@ -263,7 +263,8 @@ def test_slice_bounds_and_pad_pads_may_be_computed():
     pad = helper.make_node("Pad", ["a", "p"], ["y"])
     graph_inputs = [_vi("x", [1, 4]), *(_vi(n, [1], TensorProto.INT64) for n in ("s", "e", "st")),
                     _vi("p", [4], TensorProto.INT64)]
-    report = lint_onnx(_model([slice_, pad], graph_inputs, [_vi("y", None)], opset=18, initializers=[_i64("axes", [1])]))
+    model = _model([slice_, pad], graph_inputs, [_vi("y", None)], opset=18, initializers=[_i64("axes", [1])])
+    report = lint_onnx(model)
     assert _axes_errors(report) == [] and report.ok
 
 
@@ -292,7 +293,8 @@ def test_axes_from_outer_graph_input_inside_if_branch_is_caught():
 
 def test_axes_inside_loop_body():
     # Loop body inputs: iteration count, condition, one loop-carried tensor; the carried tensor is not a constant.
-    body_inputs = [_vi("i", [], TensorProto.INT64), _vi("c", [], TensorProto.BOOL), _vi("carried", [1], TensorProto.INT64)]
+    body_inputs = [_vi("i", [], TensorProto.INT64), _vi("c", [], TensorProto.BOOL),
+                   _vi("carried", [1], TensorProto.INT64)]
     body_init = _i64("body_axes", [0])
     nodes = [helper.make_node("Squeeze", ["v", "carried"], ["bad"], name="from_carried"),
              helper.make_node("Squeeze", ["v", "body_axes"], ["good"], name="from_init"),
