@@ -218,7 +218,7 @@ def _extract_parser(sub: argparse._SubParsersAction) -> None:
 
 def _arch_parsers(sub: argparse._SubParsersAction) -> None:
     arch = sub.add_parser("arch", help="inspect and sample architectures of the search space")
-    arch_sub = arch.add_subparsers(dest="arch_command", metavar="ACTION", required=True)
+    arch_sub = arch.add_subparsers(dest="arch_command", metavar="ACTION", required=True, help="show or sample")
     p = arch_sub.add_parser("show", help="configuration, id, parameters and MACs of an architecture")
     p.add_argument("spec", help="raft, raft-small, raft-s, raft-k, largest, smallest, an id or a JSON file")
     p.add_argument("--resolution", default="384x512", help="HxW for the MAC count (default 384x512)")
@@ -235,7 +235,7 @@ def _arch_parsers(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flownas", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors too")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, help="one of")
     _infer_parser(sub)
     _evaluate_parser(sub)
     _demo_parser(sub)

@@ -139,8 +139,6 @@ def run_evaluation(dataset: str, *, root: str | None = None, split: str | None =
     if max_samples is not None and max_samples < 1:
         raise UserInputError(f"--max-samples {max_samples}: must be at least 1")
     csv_path, json_path = evaluation_paths(out, dataset)
-    if root is None and dataset != "synthetic":
-        raise UserInputError(f"--root is required for dataset {dataset!r}")
     data = build_dataset(dataset, root, split=split)
     model = load_or_untrained(weights, arch, device, log)
     summary, rows = evaluate(model, data, iters=iters, device=device, max_samples=max_samples)
@@ -161,7 +159,7 @@ def describe_architecture(spec: str, space: Any = None, resolution: str = "384x5
     """Id, configuration, parameters and MACs of a named model, an architecture id or a JSON/YAML file."""
     import torch
 
-    from flownas.arch import ArchConfig
+    from flownas.arch import ArchConfig, SearchSpace
     from flownas.complexity import count_macs, count_parameters
     from flownas.fileio import parse_resolution
     from flownas.weights import build_model, named_config
@@ -170,7 +168,7 @@ def describe_architecture(spec: str, space: Any = None, resolution: str = "384x5
         raise UserInputError(f"{spec}: architecture file not found")
     height, width = parse_resolution(resolution)
     config = named_config(spec, space)
-    arch = ArchConfig.from_dict(config["arch"]) if "arch" in config else None
+    arch = ArchConfig.from_dict(config["arch"], SearchSpace.from_dict(config["space"])) if "arch" in config else None
     with torch.device("meta"):
         params = count_parameters(build_model(config))
     return {"name": spec, "id": arch.id if arch else spec, "arch": arch.to_dict() if arch else None,
@@ -304,7 +302,6 @@ def _demo_lint(path: Path, log: Log) -> dict[str, Any]:
 
 def _demo_bench(out: Path, height: int, width: int, iters: int, runs: int, log: Log) -> dict[str, Any]:
     from bench.protocol import TimingConfig
-    from bench.report import markdown
     from bench.session import BenchRequest, run_benchmark
 
     log("\n== benchmark PyTorch eager vs ONNX Runtime")
@@ -312,5 +309,5 @@ def _demo_bench(out: Path, height: int, width: int, iters: int, runs: int, log: 
                            resolution=(height, width), iters=iters, timing=TimingConfig(runs=runs),
                            out=out / "bench")
     session = run_benchmark(request, log=log)
-    log(markdown(session.results, session.title, session.baseline, session.notes))
+    log(session.paths["markdown"].read_text())
     return {name: round(r.stats.median_ms, 2) for name, r in session.results.items()}

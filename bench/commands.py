@@ -68,10 +68,8 @@ def request_from_args(args: argparse.Namespace) -> BenchRequest:
 
 def run_bench(args: argparse.Namespace) -> int:
     """`flownas bench`: run the session, print the report, name the files."""
-    from .report import markdown
-
     session = run_benchmark(request_from_args(args), log=lambda line: print(line, flush=True))
-    print(markdown(session.results, session.title, session.baseline, session.notes))
+    print(session.paths["markdown"].read_text())
     print("wrote " + ", ".join(str(p) for p in session.paths.values()))
     return 0
 

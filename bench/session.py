@@ -24,6 +24,7 @@ from export.inputs import (TensorSpec, flow_input_specs, generate_inputs, is_flo
                            parse_input_files, parse_shape_spec, resolve_shapes)
 from export.runners import Runner, engine_record
 from flownas.fileio import parse_resolution
+from flownas.provenance import command_line
 
 from .protocol import BenchResult, TimingConfig, compare
 from .runners import BenchError, make_runner
@@ -78,9 +79,13 @@ def run_benchmark(request: BenchRequest, log: Log = lambda _: None) -> BenchSess
     backends = request.backend_specs()
     _check(request, backends)
     plan = _plan(request, backends)
-    from .report import write_reports
+    from flownas.fileio import scratch_of, staged_dir
 
-    with _scratch(Path(request.out)) as scratch:
+    from .report import REPORT_FILES, write_reports
+
+    # The exported files live in the report's staging folder (under --out) and go before it is swapped in.
+    with staged_dir(Path(request.out), owned=REPORT_FILES) as stage:
+        scratch = scratch_of(stage)
         runners = {f"{plan.name}/{b.name}": _runner(b, request, plan, scratch) for b in backends}
         feeds = _feeds(request, plan, runners)
         log(f"measuring {len(runners)} runner(s) interleaved: {request.timing.warmup_runs} warm-up run(s) / "
@@ -90,8 +95,9 @@ def run_benchmark(request: BenchRequest, log: Log = lambda _: None) -> BenchSess
         files = [p for r in runners.values() for p in r.artifacts()]
         title = f"{plan.name}{plan.title_suffix}: {', '.join(b.name for b in backends)}"
         baseline = request.baseline and parse_backends(request.baseline)[0].name
-        paths = write_reports(results, request.out, title, baseline=baseline, notes=plan.notes,
-                              **_report_extras(files, scratch))
+        written = write_reports(results, stage, title, baseline=baseline, notes=plan.notes, command=command_line(),
+                                files=files, scratch=[scratch], staged=False)
+    paths = {key: Path(request.out) / path.name for key, path in written.items()}
     return BenchSession(results, paths, title, plan.notes, baseline)
 
 
@@ -284,15 +290,3 @@ def _default_threads(backend: Backend) -> int | None:
     except ImportError:  # a deployment target with ONNX Runtime only
         return None
     return torch.get_num_threads()
-
-
-def _scratch(out: Path):
-    from flownas.fileio import scratch_dir
-
-    return scratch_dir(out, "bench")
-
-
-def _report_extras(files: list[Path], scratch: Path) -> dict[str, Any]:
-    from flownas.provenance import command_line
-
-    return {"command": command_line(), "files": files}

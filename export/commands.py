@@ -14,7 +14,8 @@ from .workflow import export_verified_onnx, verify_artifacts
 
 def add_export_parsers(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser("export", help="ONNX / TensorRT export, verified against PyTorch")
-    export_sub = export.add_subparsers(dest="export_command", metavar="TARGET", required=True)
+    export_sub = export.add_subparsers(dest="export_command", metavar="TARGET", required=True,
+                                       help="onnx, lint or trt")
     p = export_sub.add_parser("onnx", help="export a checkpoint or a subnet to ONNX and verify it on ONNX Runtime")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", help="checkpoint (RAFT, FlowNAS subnet or supernet with --arch)")

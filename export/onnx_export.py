@@ -82,9 +82,10 @@ class FlowExportWrapper(nn.Module):
 
 def model_identity(model: FlowModel) -> str:
     """Architecture id (FlowNAS) or family name (RAFT)."""
+    arch = getattr(model, "arch", None)
+    if arch is not None:  # a FlowNAS subnet knows its architecture (genes of its own space included)
+        return arch.id
     config = model.config()
-    if "arch" in config:
-        return flownas.ArchConfig.from_dict(config["arch"]).id
     return f"{config['family']}-{config.get('variant', 'supernet')}"
 
 

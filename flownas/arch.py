@@ -200,8 +200,8 @@ class SearchSpace:
     def __post_init__(self) -> None:
         object.__setattr__(self, "genes", _structural_first(self.genes))
         counts = {g.name: g.num_stages for g in self.genes if g.scope == STAGE}
-        if len(set(counts.values())) != 1:
-            raise SpaceError(f"every gene needs the same number of stages; counts are {counts}")
+        if len(set(counts.values())) != 1 or 0 in counts.values():
+            raise SpaceError(f"every gene needs the same number of stages (at least one); counts are {counts}")
         strides = self.strides
         if isinstance(strides, (str, bytes)) or not isinstance(strides, Sequence) or len(strides) != self.num_stages:
             raise SpaceError(f"strides must be a list of {self.num_stages} entries (one per stage), got {strides!r}")

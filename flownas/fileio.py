@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Union
 
+from .errors import UserInputError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 LEGACY_AGE_S = 3600.0      # old-style temporaries (no pid) younger than this may belong to a live writer
@@ -253,8 +255,15 @@ def staged_dir(out_dir: PathLike, *, owned: Iterable[str] | None = None) -> Iter
     `.old` -> `out_dir`, `.old` removed. A writer killed anywhere in it is recovered on the next run for the same
     `out_dir` (`clean_stale`): an incomplete `.staging` is deleted, a `.ready` is renamed into place (the run had
     finished), a `.old` gives its foreign entries back (listed in the `.owned` manifest) and is deleted.
+    Foreign entries are renamed twice during the swap: a process writing inside one of them at that moment
+    may fail (don't nest one tool's output folder inside another's while both run).
     """
-    out = Path(out_dir)
+    out = Path(os.path.abspath(out_dir))  # normalised: `..` must not slip past the check below
+    if Path(os.getcwd()).is_relative_to(out) or out.parent == out:
+        raise UserInputError(f"output folder {out_dir}: it would be replaced whole, and it holds the current "
+                             "folder; give a sub-folder instead (e.g. ./bench)")
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"output folder {out_dir} is a file; expected a folder (or a new name)")
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(out)
     token = secrets.token_hex(4)

@@ -23,12 +23,42 @@ def small_weights(tmp_path_factory):
     return str(save_checkpoint(tmp_path_factory.mktemp("w") / "raft-small.pt", RAFT(small=True)))
 
 
+def _commands(parser=None, prefix=()):
+    """Every command path of the parser (`infer`, `arch show`, `export onnx` ...), found by walking it."""
+    import argparse
+
+    parser = parser or cli.build_parser()
+    paths = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths.append((*prefix, name))
+                paths += _commands(sub, (*prefix, name))
+    return paths
+
+
+COMMAND_PATHS = _commands()
+
+
 def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
-    for name in ("infer", "evaluate", "demo", "arch", "extract"):
+    for name in ("infer", "evaluate", "demo", "arch", "extract", "export", "bench", "verify"):
         assert name in out
+    assert len(COMMAND_PATHS) >= 13
+
+
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=" ".join)
+def test_every_command_and_option_has_help(path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*path, "--help"])
+    assert exit_info.value.code == 0
+    parser = cli.build_parser()
+    for name in path:  # walk down to this command's own parser
+        parser = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices[name]
+    undocumented = [a.dest for a in parser._actions if a.help is None and a.dest != "help"]
+    assert not undocumented, f"options without help text: {undocumented}"
 
 
 def test_infer_on_rubberwhale_writes_flow_and_picture(rubberwhale, small_weights, tmp_path):
@@ -86,7 +116,10 @@ def test_evaluate_missing_root_is_one_line(tmp_path, capsys):
 def test_wrong_checkpoint_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.pth"
     torch.save({"something.weight": torch.zeros(2)}, bad)
-    code = cli.main(["infer", "a.png", "b.png", "--weights", str(bad)])
+    pair = make_pair(128, 128, seed=0)
+    write_image(tmp_path / "a.png", pair["image1"])
+    write_image(tmp_path / "b.png", pair["image2"])
+    code = cli.main(["infer", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--weights", str(bad)])
     err = capsys.readouterr().err
     assert code == 2 and "bad.pth" in err and err.count("\n") == 1
 

@@ -273,8 +273,8 @@ def _prepare_cli_files(folder: Path) -> None:
     (folder / "other.onnx").write_bytes(b"\x08\x07")
     torch.manual_seed(0)
     save_checkpoint(folder / "W.pt", RAFT(small=True))
-    tiny = SearchSpace(widths=((16,),) * 6, kernel_sizes=((3,),) * 6, depths=((1,),) * 6,
-                       expand_ratios=((1,),) + ((2,),) * 5)
+    tiny = SearchSpace.from_dict({"width": [[16]] * 6, "kernel_size": [[3]] * 6, "depth": [[1]] * 6,
+                                  "expand_ratio": [[1]] + [[2]] * 5})
     save_checkpoint(folder / "supernet.pt", FlowNASSupernet(tiny))
 
 

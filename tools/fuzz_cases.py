@@ -358,6 +358,7 @@ def _checkpoint_cases() -> list[tuple[str, bytes, str]]:
         "own-complex": with_tensor(weight, state[weight].to(torch.complex64)),
         "space-width-1e9": supernet(width=[[10**9]] * 6),
         "space-5000-digit": supernet(width=[[10**5000]] * 6),
+        "space-600-digit": supernet(width=[[10**600]] * 6),  # the longest the safe unpickler accepts (LONG1)
         "space-depth-1e6": supernet(depth=[[10**6]] * 6),
         "space-1000-stages": supernet(**{k: [[1]] * 1000 for k in ("width", "kernel_size", "depth", "expand_ratio")},
                                       strides=[1] * 1000),

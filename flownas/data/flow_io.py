@@ -139,7 +139,7 @@ def _encode_flo(flow: np.ndarray, valid: np.ndarray) -> bytes:
 def _read_kitti_png(path: Path) -> tuple[np.ndarray, np.ndarray]:
     what = "a KITTI 16-bit 3-channel flow png"
     data = _read_bytes(path, what)
-    if not data.startswith(b"\x89PNG"):
+    if data and not data.startswith(b"\x89PNG"):
         raise FlowFormatError(f"{path}: not a PNG file (expected {what})")
     raw, _ = _decode_image(path, data, what)
     if raw.dtype != np.uint16 or raw.ndim != 3 or raw.shape[2] != 3:

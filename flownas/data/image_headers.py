@@ -58,13 +58,16 @@ def check_image_header(data: bytes) -> Optional[ImageHeader]:
         header = _jpeg(data)
     else:
         return None
-    if header.width < 1 or header.height < 1:
-        raise HeaderError(f"{header.format} header declares {header.width}x{header.height} pixels "
-                          "(expected a positive width and height)")
-    if header.width * header.height > MAX_IMAGE_PIXELS:
-        raise HeaderError(f"{header.format} header declares {header.width}x{header.height} pixels, more than the "
-                          f"{MAX_IMAGE_PIXELS // 1_000_000} megapixel limit")
     return header
+
+
+def _check_size(kind: str, width: int, height: int) -> None:
+    """Positive and within the pixel limit; every parser calls this before its file-size checks."""
+    if width < 1 or height < 1:
+        raise HeaderError(f"{kind} header declares {width}x{height} pixels (expected a positive width and height)")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise HeaderError(f"{kind} header declares {width}x{height} pixels, more than the "
+                          f"{MAX_IMAGE_PIXELS // 1_000_000} megapixel limit")
 
 
 # --------------------------------------------------------------------------------------------- PNG
@@ -93,6 +96,7 @@ def _png(data: bytes) -> ImageHeader:
     width, height, depth, colour = struct.unpack(">IIBB", ihdr[:10])
     if colour not in _PNG_COLOUR or depth not in _PNG_COLOUR[colour][1]:
         raise HeaderError(f"PNG bit depth {depth} with colour type {colour} is not allowed by the PNG standard")
+    _check_size("PNG", width, height)
     channels = _PNG_COLOUR[colour][0]
     raw_bytes = height * ((width * channels * depth + 7) // 8)  # at least this much after inflating
     if raw_bytes > MAX_DEFLATE_RATIO * idat_bytes:
@@ -116,6 +120,7 @@ def _pnm(data: bytes) -> ImageHeader:
         offset = match.end()
     width, height = numbers[:2]
     maxval = numbers[2] if len(numbers) == 3 else 1
+    _check_size(f"P{kind}", width, height)
     if not 1 <= maxval <= 65535:
         raise HeaderError(f"P{kind} maximum value {maxval} (expected 1 to 65535)")
     channels = 3 if kind in (3, 6) else 1
@@ -142,6 +147,7 @@ def _pam(data: bytes) -> ImageHeader:
     if not {"WIDTH", "HEIGHT", "DEPTH", "MAXVAL"} <= set(fields):
         raise HeaderError("P7 (PAM) header lacks WIDTH, HEIGHT, DEPTH or MAXVAL (numbers of at most 10 digits)")
     width, height, depth, maxval = (fields[k] for k in ("WIDTH", "HEIGHT", "DEPTH", "MAXVAL"))
+    _check_size("P7 (PAM)", width, height)
     if not (1 <= depth <= 4 and 1 <= maxval <= 65535):
         raise HeaderError(f"P7 (PAM) depth {depth} / maxval {maxval} (expected 1-4 and 1-65535)")
     needed = width * height * depth * (1 if maxval < 256 else 2)
@@ -164,9 +170,10 @@ def _bmp(data: bytes) -> ImageHeader:
     else:
         raise HeaderError(f"BMP info header of {dib_size} bytes (expected 12, 40 or more) or truncated")
     height = abs(height)  # negative: rows stored top-down
+    _check_size("BMP", width, height)
     if bpp not in (1, 2, 4, 8, 16, 24, 32):
         raise HeaderError(f"BMP with {bpp} bits per pixel (expected 1, 2, 4, 8, 16, 24 or 32)")
-    if compression in (0, 3, 6) and width > 0:  # uncompressed rows, padded to 4 bytes
+    if compression in (0, 3, 6):  # uncompressed rows, padded to 4 bytes
         needed = height * (((width * bpp + 31) // 32) * 4)
         if pixels_at + needed > len(data):
             raise HeaderError(f"BMP declares {width}x{height} pixels needing {needed} bytes from offset "
@@ -201,5 +208,6 @@ def _jpeg(data: bytes) -> ImageHeader:
             precision, height, width, components = struct.unpack(">BHHB", data[offset + 4:offset + 10])
             if components not in (1, 3, 4):
                 raise HeaderError(f"JPEG with {components} components (expected 1, 3 or 4)")
+            _check_size("JPEG", width, height)
             return ImageHeader("JPEG", width, height, components, precision)
         offset += 2 + length

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from flownas.errors import UserInputError
 from flownas.fileio import (atomic_path, atomic_write_bytes, clean_legacy_dirs, clean_stale, file_record,
                             is_scratch_path, pid_alive, scratch_dir, scratch_of, staged_dir)
 
@@ -253,6 +254,19 @@ def test_a_swap_interrupted_between_renames_is_finished_by_the_next_run(tmp_path
     removed = clean_stale(out)  # what every staged_dir / atomic_path of `out` runs first
     assert removed and [p.name for p in tmp_path.iterdir()] == ["report"]
     assert {p.name: p.read_text() for p in out.iterdir()} == {"a.txt": "new", "b.txt": "new", "mine.txt": "user"}
+
+
+def test_staged_dir_refuses_folders_it_must_not_replace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for out in (".", str(tmp_path), ".."):  # swapping it would leave this process in a deleted folder
+        with pytest.raises(UserInputError, match="holds the current folder"), staged_dir(out):
+            pass
+    assert list(tmp_path.iterdir()) == []
+    Path("model.onnx").write_bytes(b"a user's file")
+    with pytest.raises(UserInputError, match="model.onnx is a file"), staged_dir("model.onnx"):
+        pass
+    _write_folder(Path("bench"), {"a.txt": "ok"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", "model.onnx"]
 
 
 def test_own_staging_folder_survives_a_clean_while_open(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -237,3 +238,155 @@ def test_write_rejects_bad_shapes(tmp_path: Path) -> None:
         write_flow(tmp_path / "f.flo", np.zeros((3, 4, 3), np.float32))
     with pytest.raises(FlowFormatError, match="valid mask"):
         write_flow(tmp_path / "f.flo", np.zeros((3, 4, 2), np.float32), np.ones((4, 3), bool))
+
+
+# --------------------------------------------------------------------------------------------- hostile input
+# Each case is refused with one line naming the file, before anything large is allocated (flow_io docstring).
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png(width: int, height: int, depth: int = 8, colour: int = 2, idat: bytes | None = None) -> bytes:
+    """A PNG built by hand: IHDR with the given header fields, one IDAT, IEND."""
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    if idat is None:
+        row = b"\x00" + bytes(width * 3 * depth // 8)
+        idat = zlib.compress(row * height)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def _npy(header: str, body: bytes = b"") -> bytes:
+    text = header.encode("latin1")
+    text += b" " * (-(len(text) + 11) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text + body
+
+
+def _refused(reader, path: Path, data: bytes, match: str) -> str:
+    path.write_bytes(data)
+    with pytest.raises(FlowFormatError, match=match) as error:
+        reader(path)
+    _assert_one_line_naming(error, path)
+    return str(error.value)
+
+
+def test_hand_built_png_is_read_and_its_header_parsed(tmp_path: Path) -> None:
+    from flownas.data.image_headers import ImageHeader, check_image_header
+
+    data = _png(5, 3)
+    assert check_image_header(data) == ImageHeader("PNG", 5, 3, 3, 8)
+    path = tmp_path / "hand.png"
+    path.write_bytes(data)
+    assert read_image(path).shape == (3, 5, 3) and not read_image(path).any()
+
+
+@pytest.mark.parametrize("reader,name", [(read_image, "empty.png"), (read_flow, "empty.png"), (read_image, "e.jpg")])
+def test_zero_byte_images(tmp_path: Path, reader, name: str) -> None:
+    _refused(reader, tmp_path / name, b"", "empty file")
+
+
+HUGE_HEADERS = {
+    "huge.png": _png(40000, 40000, idat=zlib.compress(b"\x00" * 100)),
+    "huge16.png": _png(40000, 40000, 16, idat=zlib.compress(b"\x00" * 100)),
+    "huge.ppm": b"P6\n40000 40000\n255\n" + bytes(100),
+    "huge.pgm": b"P5\n40000 40000\n255\n" + bytes(100),
+    "huge.bmp": b"BM" + struct.pack("<IHHI", 154, 0, 0, 54)
+                + struct.pack("<IiiHHIIiiII", 40, 40000, 40000, 1, 24, 0, 0, 0, 0, 0, 0) + bytes(100),
+    # JPEG: SOI, then a baseline frame header (SOF0) of 40000x40000 with 3 components.
+    "huge.jpg": b"\xff\xd8\xff\xc0\x00\x11\x08" + struct.pack(">HH", 40000, 40000) + b"\x03" + bytes(9) + b"\xff\xd9",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HUGE_HEADERS))
+def test_headers_claiming_40000x40000_are_refused_before_decoding(tmp_path: Path, name: str) -> None:
+    message = _refused(read_image, tmp_path / name, HUGE_HEADERS[name], "40000x40000")
+    assert "megapixel limit" in message
+
+
+def test_kitti_png_with_a_huge_header(tmp_path: Path) -> None:
+    _refused(read_flow, tmp_path / "k.png", HUGE_HEADERS["huge16.png"], "40000x40000")
+
+
+@pytest.mark.parametrize("length", [2**31 - 1, 2**32 - 1, 100_000])
+def test_png_with_a_corrupt_idat_length(tmp_path: Path, length: int) -> None:
+    rng = np.random.default_rng(0)
+    data = _png(32, 24, idat=zlib.compress(b"".join(b"\x00" + rng.bytes(96) for _ in range(24))))
+    assert 1000 < len(data) < 4096
+    at = data.index(b"IDAT") - 4
+    corrupt = data[:at] + struct.pack(">I", length) + data[at + 4:]
+    for reader, name in ((read_image, "c.png"), (read_flow, "kitti.png")):
+        _refused(reader, tmp_path / name, corrupt, "corrupt length")
+
+
+def test_png_whose_pixels_cannot_come_from_its_data(tmp_path: Path) -> None:
+    # 9000x9000 RGB (243 MB) is under the pixel limit, but 100 compressed bytes inflate to 103 KB at most.
+    message = _refused(read_image, tmp_path / "bomb.png", _png(9000, 9000, idat=zlib.compress(bytes(100))), "deflate")
+    assert "9000x9000" in message
+
+
+def test_truncated_pnm_raster(tmp_path: Path) -> None:
+    _refused(read_image, tmp_path / "short.ppm", b"P6\n10 10\n255\n" + bytes(299), "truncated")
+
+
+# --------------------------------------------------------------------------------------------- hostile .npy
+_HEAD = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }"
+
+
+@pytest.mark.parametrize("name,data,match", [
+    ("huge.npy", _npy(_HEAD % ("<f4", "(1000000, 1000000, 2)"), bytes(64)), "pixel limit"),
+    ("token.npy", _npy("{'descr': '<f4', 'fortran_order': False, 'shape': (((((((("), "unreadable .npy header"),
+    ("digits.npy", _npy(_HEAD % ("<f4", "(" + "9" * 5000 + ", 1, 2)")), "unreadable .npy header"),
+    ("complex.npy", _npy(_HEAD % ("<c8", "(2, 2, 2)"), bytes(64)), "complex64"),
+    ("object.npy", _npy(_HEAD % ("|O", "(2, 2, 2)"), bytes(64)), "object"),
+    ("zero.npy", _npy(_HEAD % ("<f4", "(0, 5, 2)")), r"shape \[0, 5, 2\]"),
+    ("short.npy", _npy(_HEAD % ("<f4", "(2, 2, 2)"), bytes(31)), "needs 32 data bytes, got 31"),
+])
+def test_bad_npy_headers(tmp_path: Path, name: str, data: bytes, match: str) -> None:
+    _refused(read_flow, tmp_path / name, data, match)
+
+
+def test_npz_and_zip_files_renamed_npy(tmp_path: Path) -> None:
+    np.savez(tmp_path / "flows.npz", flow=np.zeros((2, 2, 2), np.float32))
+    _refused(read_flow, tmp_path / "flows.npy", (tmp_path / "flows.npz").read_bytes(), "zip archive")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "any.zip", "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    _refused(read_flow, tmp_path / "any.npy", (tmp_path / "any.zip").read_bytes(), "not a .npy file")
+
+
+def test_object_array_saved_by_numpy(tmp_path: Path) -> None:
+    path = tmp_path / "objects.npy"
+    np.save(path, np.empty((2, 2, 2), dtype=object), allow_pickle=True)
+    with pytest.raises(FlowFormatError, match="object") as error:
+        read_flow(path)
+    _assert_one_line_naming(error, path)
+
+
+def test_npy_other_layouts_still_read(tmp_path: Path) -> None:
+    flow = _random_flow(seed=7).astype(np.float64)
+    np.save(tmp_path / "f.npy", np.asfortranarray(flow.astype(">f8")))
+    got, valid = read_flow(tmp_path / "f.npy")
+    np.testing.assert_array_equal(got, flow.astype(np.float32))
+    assert valid.all()
+
+
+# --------------------------------------------------------------------------------------------- hostile .flo / .pfm
+@pytest.mark.parametrize("width,height", [(2**30, 2**30), (2**31 - 1, 2**31 - 1), (-1, 5)])
+def test_flo_absurd_sizes(tmp_path: Path, width: int, height: int) -> None:
+    data = struct.pack("<fii", 202021.25, width, height) + bytes(16)
+    _refused(read_flow, tmp_path / "huge.flo", data, "size|must be")
+
+
+@pytest.mark.parametrize("header", [b"PF\n99999999 99999999\n-1.0\n", b"PF\n1 1\nnan\n", b"PF\n1 1\n1e999\n"])
+def test_pfm_absurd_sizes_and_scales(tmp_path: Path, header: bytes) -> None:
+    _refused(read_flow, tmp_path / "bad.pfm", header + bytes(12), "PFM")
+
+
+def test_nan_flow_values_are_invalid_pixels_not_errors(tmp_path: Path) -> None:
+    values = np.array([[[np.nan, 1.0], [2.0, 3.0]]], "<f4")
+    (tmp_path / "nan.pfm").write_bytes(b"PF\n2 1\n-1.0\n" + np.dstack([values, np.zeros((1, 2))]).astype("<f4").tobytes())
+    flow, valid = read_flow(tmp_path / "nan.pfm")
+    assert valid.tolist() == [[False, True]] and flow[0, 0].tolist() == [0.0, 0.0]
+    (tmp_path / "nan.flo").write_bytes(struct.pack("<fii", 202021.25, 2, 1) + values.tobytes())
+    flow, valid = read_flow(tmp_path / "nan.flo")
+    assert valid.tolist() == [[False, True]] and flow[0, 1].tolist() == [2.0, 3.0]

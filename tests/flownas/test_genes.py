@@ -76,6 +76,8 @@ def test_structural_genes_come_first_whatever_the_order_given() -> None:
     (lambda: BASE.with_genes(Gene("id", "x", "global", (4,))), "'id' is taken by an ArchConfig attribute"),
     (lambda: BASE.with_genes(Gene("act", "a", "stage", ((1,),))), "same number of stages"),
     (lambda: SearchSpace(BASE.genes[1:], strides=(2, 1)), "needs the stage gene 'width'"),
+    (lambda: SearchSpace.from_dict({"width": [], "kernel_size": [], "depth": [], "expand_ratio": [], "strides": []}),
+     "same number of stages (at least one)"),
 ])
 def test_malformed_gene_tables(make, problem: str) -> None:
     with pytest.raises(SpaceError) as err:

@@ -22,7 +22,7 @@ def _features(batch: int, dim: int, height: int, width: int, seed: int) -> tuple
     return torch.randn(batch, dim, height, width, generator=gen), torch.randn(batch, dim, height, width, generator=gen)
 
 
-@pytest.mark.parametrize("batch, height, width, radius", [(2, 24, 20, 4), (1, 27, 35, 3), (1, 13, 22, 2)])
+@pytest.mark.parametrize("batch, height, width, radius", [(2, 24, 20, 4), (1, 27, 35, 3), (1, 17, 22, 2)])
 def test_lean_samples_equal_the_pyramid(batch, height, width, radius):
     f1, f2 = _features(batch, 16, height, width, seed=2)
     gen = torch.Generator().manual_seed(3)
@@ -92,13 +92,14 @@ def _assert_same_flow(model, height: int, width: int, iters: int = 12) -> None:
 
 
 # 136 -> 17 rows at 1/8 (odd at level 0); 157x211 pads to 160x216 -> 20x27, pooled 10x13, 5x6, 2x3
+# RAFT large and the FlowNAS net take 10-40 s each on 2 busy cores: marked slow, they run in `make test`.
 @pytest.mark.parametrize("name, size", [
     ("raft-small", (128, 136)),
     ("raft-small", (157, 211)),
-    ("raft-large", (136, 200)),
-    ("raft-k", (157, 211)),
+    pytest.param("raft-large", (136, 200), marks=pytest.mark.slow),
     pytest.param("raft-large", (157, 211), marks=pytest.mark.slow),
     pytest.param("raft-k", (128, 136), marks=pytest.mark.slow),
+    pytest.param("raft-k", (157, 211), marks=pytest.mark.slow),
 ])
 def test_lean_flow_equals_all_pairs_flow(published_keys, name, size):
     _assert_same_flow(_model(name, published_keys), *size)
