@@ -321,9 +321,11 @@ def is_scratch_path(path: PathLike) -> bool:
 
 def parse_resolution(text: str) -> tuple[int, int]:
     """'384x512' -> (384, 512): height then width."""
+    from .errors import UserInputError
+
     parts = str(text).lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"resolution {text!r} is not of the form HxW, e.g. 384x512")
+    if len(parts) != 2 or not all(p.isdigit() and len(p) <= 6 and int(p) > 0 for p in parts):
+        raise UserInputError(f"resolution {text!r} is not of the form HxW with positive sides, e.g. 384x512")
     return int(parts[0]), int(parts[1])
 
 

@@ -46,8 +46,10 @@ def estimate_flow(
         memory.check_memory(model, height, width, device, max_side=max_side, corr=corr)
     if size != (height, width):
         image1, image2 = (cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA) for image in (image1, image2))
+    # `corr` only when asked for: models following the older contract (no corr argument) keep working
+    options = {} if corr == "all-pairs" else {"corr": corr}
     flow = model(image_to_tensor(image1, device), image_to_tensor(image2, device), iters=iters, pad_mode=pad_mode,
-                 corr=corr)
+                 **options)
     if size != (height, width):
         flow = _resize_flow(flow, height, width)
     return flow[0].permute(1, 2, 0).cpu().numpy()

@@ -43,7 +43,8 @@ GB = 1e9
 # 16 float32 values per input pixel, 64 bytes).
 DEFAULT_ENCODER_BYTES_PER_PIXEL = 64.0
 _PROBE_SIDE = 64
-_CONVEX_FLOATS_PER_PIXEL = 2 * 9 * 64 + 2 * 9 * 64 + 2 * 64  # mask + softmax, 9-neighbour product, sum
+# per 1/8 pixel: mask and its softmax (9 per fine pixel), the 9-neighbour product (x2 channels), its sum
+_CONVEX_FLOATS_PER_PIXEL = 2 * 9 * UPSAMPLE_FACTOR**2 + 2 * 9 * UPSAMPLE_FACTOR**2 + 2 * UPSAMPLE_FACTOR**2
 
 
 class MemoryBudgetError(ToolkitError, RuntimeError):

@@ -6,9 +6,7 @@ line naming it, never a KeyError or an allocation of absurd size.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import os
-import platform
 import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -16,7 +14,6 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from . import __version__
 from .fileio import atomic_path
 from .arch import ArchConfig, SearchSpace, resolve_arch
 from .models import RAFT, FlowModel, FlowNASNet, FlowNASSupernet
@@ -166,19 +163,23 @@ def _shorten(keys: list[str], limit: int = 6) -> str:
 
 
 # --------------------------------------------------------------------------------------------- own format
-def provenance(model: nn.Module, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """How an artifact was made: toolkit and library versions, host, date, parameter count."""
-    record = {
-        "toolkit_version": __version__,
-        "torch_version": str(torch.__version__),
-        "python_version": platform.python_version(),
-        "host": platform.node(),
-        "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-    }
-    record.update(extra or {})
-    return record
+def checkpoint_record(model: nn.Module, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """How a checkpoint was made: the toolkit's provenance record (kind "checkpoint") plus the parameter count.
+
+    Standard keys given in `extra` (e.g. "arch_id", "iters") fill the record's own fields.
+    """
+    from .provenance import RECORD_KEYS, provenance
+
+    extra = dict(extra or {})
+    standard = {k: extra.pop(k) for k in ("arch_id", "resolution", "iters", "precision") if k in extra}
+    arch = getattr(model, "arch", None)
+    standard.setdefault("arch_id", arch.id if arch is not None else
+                        "-".join(str(v) for v in model.config().values() if isinstance(v, str)))
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    extra = {k: v for k, v in extra.items() if k not in RECORD_KEYS}
+    return provenance("checkpoint", backend="torch", device=name, **standard,
+                      extra={"num_parameters": sum(p.numel() for p in model.parameters()), **extra})
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: Mapping[str, Any] | None = None) -> Path:
@@ -188,7 +189,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: Mapping
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "model": model.config(),
-        "metadata": provenance(model, metadata),
+        "metadata": checkpoint_record(model, metadata),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     atomic_torch_save(payload, path)

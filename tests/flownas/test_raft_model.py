@@ -181,7 +181,8 @@ def test_config_records_only_a_non_default_decoder():
     # what flownas.weights.build_model does with it: the same architecture and tensor shapes
     rebuilt = FlowNASNet(arch, space, decoder=DecoderSpec.from_dict(config["decoder"]))
     original = FlowNASNet(arch, space, decoder=TINY_DECODER)
-    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in original.state_dict().items()}
+    shapes = lambda model: {k: v.shape for k, v in model.state_dict().items()}  # noqa: E731
+    assert shapes(rebuilt) == shapes(original)
 
 
 def test_min_side_follows_the_number_of_levels():

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from flownas.nn.corr import CorrPyramid, all_pairs_correlation, coords_grid
 from flownas.nn.padding import InputPadder
-from flownas.nn.update import bilinear_upsample, convex_upsample
+from flownas.nn.update import RAFT_LARGE_UPDATE, UpdateBlock, UpdateSpec, bilinear_upsample, convex_upsample
 
 
 def test_coords_grid_is_x_then_y():
@@ -114,3 +114,23 @@ def test_gather_lookup_equals_grid_sample_lookup(batch, height, width, radius):
 def test_unknown_lookup_is_refused():
     with pytest.raises(ValueError, match="lookup 'bicubic'"):
         CorrPyramid(torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 8, 8), lookup="bicubic")
+
+
+def test_update_block_from_a_spec_without_mask_or_second_corr_conv():
+    spec = UpdateSpec(corr_dims=(12,), flow_dims=(8, 4), motion_dim=10, flow_head_dim=6, mask_dim=0,
+                      separable_gru=False)
+    block = UpdateBlock(corr_channels=9, hidden_dim=5, context_dim=7, spec=spec)
+    assert block.encoder.convc2 is None and not hasattr(block, "mask")
+    assert block.encoder.conv.weight.shape == (8, 12 + 4, 3, 3)  # motion_dim - 2 outputs, the flow is appended
+    assert block.gru.convz.weight.shape == (5, 5 + 7 + 10, 3, 3)
+    net, mask, delta = block(torch.zeros(2, 5, 4, 6), torch.zeros(2, 7, 4, 6), torch.zeros(2, 9, 4, 6),
+                             torch.zeros(2, 2, 4, 6))
+    assert net.shape == (2, 5, 4, 6) and mask is None and delta.shape == (2, 2, 4, 6)
+
+
+def test_update_block_mask_head_predicts_a_softmax_per_fine_pixel():
+    block = UpdateBlock(corr_channels=9, hidden_dim=5, context_dim=7, spec=RAFT_LARGE_UPDATE)
+    args = (torch.zeros(1, 5, 3, 4), torch.zeros(1, 7, 3, 4), torch.zeros(1, 9, 3, 4), torch.zeros(1, 2, 3, 4))
+    _, mask, _ = block(*args)
+    assert mask.shape == (1, 9 * 8 * 8, 3, 4)
+    assert block(*args, compute_mask=False)[1] is None
