@@ -18,8 +18,7 @@ from export.backends import BACKENDS
 from .protocol import TimingConfig
 from .session import DEFAULT_OUT, PRECISIONS, UNTRAINED_NOTE, BenchRequest, run_benchmark
 
-MODEL_CHOICES = ("raft", "raft-small", "raft-s", "raft-k", "largest", "smallest")
-__all__ = ["MODEL_CHOICES", "UNTRAINED_NOTE", "add_bench_parser", "request_from_args", "run_bench"]
+__all__ = ["UNTRAINED_NOTE", "add_bench_parser", "request_from_args", "run_bench"]
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,8 +30,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     source.add_argument("--engine", help="TensorRT engine (backend trt)")
     source.add_argument("--weights", help="checkpoint (torch-* backends; exported to ONNX for ort-*)")
     p.add_argument("--arch", help="subnet of a FlowNAS supernet checkpoint (name, id or JSON file)")
-    p.add_argument("--model", choices=MODEL_CHOICES,
-                   help="untrained model of this architecture for torch-*/ort-* when no --weights are given")
+    p.add_argument("--model", help="untrained registered model (raft, raft-small, raft-s, raft-k, largest, smallest, "
+                                   "tiny-flownas ...: flownas.registry.list_models()) when no --weights are given")
     p.add_argument("--backend", required=True,
                    help=f"comma-separated, from: {', '.join(BACKENDS)} (aliases such as onnxrt, tensorrt work)")
     p.add_argument("--resolution", help="HxW of a flow model (default: the ONNX file's export size, else 384x512)")

@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from flownas.errors import ToolkitError
 from flownas.fileio import clean_legacy_dirs, parse_resolution, scratch_of, staged_dir
 from flownas.weights import untrained_model
 
-from .commands import MODEL_CHOICES, UNTRAINED_NOTE
 from .protocol import TimingConfig, compare, make_feeds
 from .report import REPORT_FILES, write_reports
 from .runners import BenchError, export_temp_onnx, make_runner
+from .session import UNTRAINED_NOTE
 
 SUITE_MODELS = ("raft", "raft-s", "raft-k")
 SUITE_BACKENDS = ("torch-cpu", "ort-cpu")
@@ -40,7 +41,7 @@ LEGACY_TEMP_DIRS = r"bench-(suite-|onnx-)?[a-z0-9_]{8}"  # the old code's tempfi
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.suite", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=",".join(SUITE_MODELS), help=f"comma-separated, from {MODEL_CHOICES}")
+    parser.add_argument("--models", default=",".join(SUITE_MODELS), help="comma-separated registered models (default raft,raft-s,raft-k)")
     parser.add_argument("--resolution", default="384x512", help="HxW (default 384x512)")
     parser.add_argument("--iters", type=int, default=12, help="update iterations (default 12)")
     parser.add_argument("--runs", type=int, default=10, help="measured rounds (default 10)")
@@ -68,9 +69,12 @@ def run_suite(args: argparse.Namespace) -> dict[str, Path]:
     import torch
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in MODEL_CHOICES]
-    if unknown or not models:
-        raise BenchError(f"unknown suite model(s) {unknown}: choose from {', '.join(MODEL_CHOICES)}")
+    from flownas.registry import model_entry
+
+    if not models:
+        raise BenchError("no suite model given: --models takes registered names, e.g. raft,raft-k")
+    for name in models:
+        model_entry(name)  # an unknown name is a one-line error listing the registered ones
     height, width = parse_resolution(args.resolution)
     config = TimingConfig(args.warmup_runs, args.warmup_s, args.runs).validate()
     threads = args.threads or torch.get_num_threads()  # the same count for both backends: a fair comparison
@@ -105,7 +109,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_suite(parse_args(argv))
-    except BenchError as exc:
+    except ToolkitError as exc:
         print(f"error: {exc}")
         return 2
     return 0

@@ -27,7 +27,7 @@ MAX_DEFLATE_RATIO = 1032  # deflate's limit: 258-byte matches coded in 2 bits (z
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour type -> (channels, allowed bit depths); type 3 is palette-indexed (one index per pixel).
 _PNG_COLOUR = {0: (1, (1, 2, 4, 8, 16)), 2: (3, (8, 16)), 3: (1, (1, 2, 4, 8)), 4: (2, (8, 16)), 6: (4, (8, 16))}
-_PNM_TOKEN = re.compile(rb"(?:\s|#[^\n]*\n)*(\d{1,10})")  # whitespace and comments, then a number
+_PNM_TOKEN = re.compile(rb"(?:\s|#[^\n]*\n)*(\d{1,10})(?!\d)")  # whitespace and comments, then a number
 _PAM_LINE = re.compile(rb"(WIDTH|HEIGHT|DEPTH|MAXVAL)\s+(\d{1,10})")
 
 
@@ -117,7 +117,7 @@ def _pnm(data: bytes) -> ImageHeader:
             raise HeaderError(f"bad P{kind} header (expected width, height{'' if kind in (1, 4) else ', maxval'} "
                               "as numbers of at most 10 digits)")
         numbers.append(int(match.group(1)))
-        offset = match.end()
+        offset = match.end() + 1  # like OpenCV (and netpbm), any one byte ends a number
     width, height = numbers[:2]
     maxval = numbers[2] if len(numbers) == 3 else 1
     _check_size(f"P{kind}", width, height)
@@ -132,7 +132,7 @@ def _pnm(data: bytes) -> ImageHeader:
         needed = samples * sample
     else:  # ASCII: a digit per sample at least (P1 may omit separators), separators between P2/P3 samples
         needed = samples if kind == 1 else 2 * samples - 1
-    available = len(data) - offset - 1  # one whitespace byte ends the header
+    available = len(data) - offset
     if needed > available:
         raise HeaderError(f"P{kind} header declares {width}x{height} pixels needing {needed} bytes, "
                           f"the file holds {max(available, 0)} (truncated or corrupt)")
@@ -191,10 +191,14 @@ def _jpeg(data: bytes) -> ImageHeader:
     while True:
         while offset < len(data) and data[offset] == 0xFF and offset + 1 < len(data) and data[offset + 1] == 0xFF:
             offset += 1  # fill bytes
-        if offset + 4 > len(data) or data[offset] != 0xFF:
-            raise HeaderError(f"JPEG marker expected at offset {offset} before a frame header (corrupt or truncated)")
+        if offset < len(data) and data[offset] != 0xFF:  # libjpeg skips extraneous bytes up to a marker: so do we
+            offset = data.find(b"\xff", offset)
+            offset = len(data) if offset < 0 else offset
+            continue
+        if offset + 4 > len(data):
+            raise HeaderError("JPEG ends before its frame header (SOF): truncated or corrupt")
         marker = data[offset + 1]
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+        if marker == 0x00 or marker == 0x01 or 0xD0 <= marker <= 0xD8:  # stuffed zero, markers without a length
             offset += 2
             continue
         if marker in (0xD9, 0xDA):
