@@ -170,11 +170,11 @@ class RAFT(FlowModel):
 
     def __init__(self, small: bool = False) -> None:
         spec = RAFT_SMALL if small else RAFT_LARGE
-        self.variant = "small" if small else "large"
         build = small_encoder if small else basic_encoder
         fnet = build(spec.feature_dim, "instance")
         cnet = build(spec.hidden_dim + spec.context_dim, "none" if small else "batch")
         super().__init__(fnet, cnet, spec)
+        self.variant = "small" if small else "large"
 
     def config(self) -> dict[str, Any]:
         return {"family": "raft", "variant": self.variant}

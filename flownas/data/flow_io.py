@@ -312,7 +312,11 @@ def write_flow(path: PathLike, flow: np.ndarray, valid: Optional[np.ndarray] = N
 
 
 def read_image(path: PathLike) -> np.ndarray:
-    """Read an 8-bit image as `np.uint8 [H, W, 3]` RGB (grayscale expanded, alpha dropped, 16-bit rejected)."""
+    """Read an 8-bit image as `np.uint8 [H, W, 3]` RGB (grayscale expanded, alpha dropped, 16-bit rejected).
+
+    PNG, PNM, BMP and JPEG headers are checked before decoding (at most `MAX_IMAGE_PIXELS`, consistent with the
+    file size); other formats OpenCV knows are decoded as they are.
+    """
     path = Path(path)
     what = "an 8-bit PNG/PPM/JPEG/BMP image"
     image, _ = _decode_image(path, _read_bytes(path, what), what)
