@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from flownas.errors import UserInputError
 
+from .inputs import parse_shape_spec  # trtexec's shape syntax, shared with --input-shape
+
 
 @dataclass(frozen=True)
 class ShapeProfile:
@@ -34,40 +36,12 @@ class ShapeProfile:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
 
-def parse_shape_spec(spec: str) -> dict[str, tuple[int, ...]]:
-    """`"image1:1x3x384x512,image2:1x3x384x512"` -> `{"image1": (1, 3, 384, 512), ...}`.
-
-    Same syntax as trtexec's --minShapes/--optShapes/--maxShapes/--shapes: comma-separated `name:dims`,
-    dims joined by `x`; a name containing ':' is written in single quotes (`'input:0':1x3x8x8`).
-    Errors are one line naming the bad piece.
-    """
-    if not spec or not spec.strip():
-        raise UserInputError("empty shape spec: expected name:DxDx...[,name:DxDx...], e.g. image1:1x3x384x512")
-    shapes: dict[str, tuple[int, ...]] = {}
-    for raw in spec.split(","):
-        piece = raw.strip()
-        name, sep, dims = piece.rpartition(":")
-        name = name.strip().strip("'\"")
-        if not sep or not name:
-            raise UserInputError(f"bad shape spec piece {piece!r}: expected name:DxDx..., e.g. image1:1x3x384x512")
-        if name in shapes:
-            raise UserInputError(f"bad shape spec piece {piece!r}: input {name!r} is given twice")
-        shapes[name] = tuple(_positive_dim(piece, dim) for dim in dims.split("x"))
-    return shapes
-
-
-def _positive_dim(piece: str, dim: str) -> int:
-    if not dim.strip().isdigit() or int(dim) < 1:
-        raise UserInputError(f"bad shape spec piece {piece!r}: dimension {dim!r} is not a positive integer")
-    return int(dim)
-
-
 def profiles_from_specs(min_shapes: str, opt_shapes: str | None = None,
                         max_shapes: str | None = None) -> dict[str, ShapeProfile]:
     """Profiles from three trtexec-style specs; a missing opt/max spec repeats the min shapes."""
-    low = parse_shape_spec(min_shapes)
-    opt = parse_shape_spec(opt_shapes) if opt_shapes else low
-    high = parse_shape_spec(max_shapes) if max_shapes else low
+    low = parse_shape_spec(min_shapes, "--min")
+    opt = parse_shape_spec(opt_shapes, "--opt") if opt_shapes else low
+    high = parse_shape_spec(max_shapes, "--max") if max_shapes else low
     if not set(low) == set(opt) == set(high):
         raise UserInputError(f"min/opt/max shape specs name different inputs: {sorted(low)}, {sorted(opt)}, "
                          f"{sorted(high)}")
