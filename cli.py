@@ -142,6 +142,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------- parser
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (argparse prints its whole usage block first); sub-commands
+    inherit the class, since `add_subparsers` builds them with the parent's type."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """argparse type: an integer >= `minimum` (a usage error otherwise, before any work)."""
     def parse(text: str) -> int:
@@ -231,7 +239,7 @@ def _arch_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flownas", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="flownas", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, help="one of")
     _infer_parser(sub)

@@ -14,7 +14,6 @@ Everything random takes an explicit `np.random.Generator` or int seed, never glo
 """
 from __future__ import annotations
 
-import contextvars
 import functools
 import itertools
 import json
@@ -38,10 +37,6 @@ FLOWNAS_STRIDES = (1, 1, 2, 1, 2, 1)
 _ID_START_RE = re.compile(r"w[0-9]")
 # The space `resolve_arch` parses against, so that dicts and ids nested in its string forms know the
 # space's extra genes; unset, parsing uses the FlowNAS space.
-_PARSE_SPACE: contextvars.ContextVar["SearchSpace | None"] = contextvars.ContextVar("flownas_parse_space",
-                                                                                   default=None)
-
-
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round `v` to the nearest multiple of `divisor` (halves up), at least `min_value` (default divisor).
 
@@ -79,7 +74,7 @@ def _parse_json(text: str) -> Any:
 
 
 def _default_space(space: "SearchSpace | None") -> "SearchSpace":
-    return space or _PARSE_SPACE.get() or SearchSpace.flownas()
+    return space or SearchSpace.flownas()
 
 
 @dataclass(frozen=True)
@@ -387,45 +382,49 @@ class UnknownArchError(ArchError):
 
 def _unknown_spec(spec: Any) -> ArchError:
     names = ", ".join(list(NAMED_ARCHS) + list(SPACE_RELATIVE_NAMES))
+    try:  # repr of a 5000-digit integer raises (Python's int-to-str limit); a 300-character string is noise
+        shown = repr(spec) if len(repr(spec)) <= 80 else f"<a {type(spec).__name__} too long to show>"
+    except ValueError:
+        shown = f"<a {type(spec).__name__} too long to show>"
     return UnknownArchError(
-        f"unknown architecture {spec!r}: give an ArchConfig, a name ({names}), an id like {RAFT_K.id}, "
+        f"unknown architecture {shown}: give an ArchConfig, a name ({names}), an id like {RAFT_K.id}, "
         f"a JSON/YAML file or a dict with keys {', '.join(ARCH_KEYS)} (optionally wrapped as {{\"arch\": ...}})"
     )
 
 
-def _arch_from_mapping(d: Mapping[str, Any]) -> ArchConfig:
+def _arch_from_mapping(d: Mapping[str, Any], space: SearchSpace) -> ArchConfig:
     # Checkpoints and search results store the architecture under "arch" beside other metadata.
     if "arch" in d and isinstance(d["arch"], Mapping):
-        return ArchConfig.from_dict(d["arch"])
-    return ArchConfig.from_dict(d)
+        return ArchConfig.from_dict(d["arch"], space)
+    return ArchConfig.from_dict(d, space)
 
 
-def _arch_from_file(path: str | os.PathLike) -> ArchConfig:
+def _arch_from_file(path: str | os.PathLike, space: SearchSpace) -> ArchConfig:
     data = _read_mapping_file(path, ArchError)
     if not isinstance(data, Mapping):
         raise ArchError(f"{path}: expected a dict with keys {', '.join(ARCH_KEYS)}, got {type(data).__name__}")
     try:
-        return _arch_from_mapping(data)
+        return _arch_from_mapping(data, space)
     except ArchError as exc:
         raise ArchError(f"{path}: {exc}") from None
 
 
-def _arch_from_string(spec: str) -> ArchConfig | None:
-    """Names, JSON text, existing files and ids; None when `spec` is none of them."""
+def _arch_from_string(spec: str, space: SearchSpace) -> tuple[ArchConfig | None, str | None]:
+    """Names, JSON text, existing files and ids (with the file it came from); None when `spec` is none of them."""
     text = spec.strip()
     if text.lower() in NAMED_ARCHS:
-        return NAMED_ARCHS[text.lower()]
+        return NAMED_ARCHS[text.lower()], None
     if text.startswith("{"):
-        return _arch_from_mapping(_parse_json(text))
+        return _arch_from_mapping(_parse_json(text), space), None
     try:  # Path.is_file raises OSError (ENAMETOOLONG) for a string longer than a file name may be
         is_file = Path(text).is_file()
     except (OSError, ValueError):
         is_file = False
     if is_file:
-        return _arch_from_file(text)
+        return _arch_from_file(text, space), text
     if _ID_START_RE.match(text):  # looks like an id: a malformed one should say so, not "unknown"
-        return ArchConfig.from_id(text)
-    return None
+        return ArchConfig.from_id(text, space), None
+    return None, None
 
 
 def resolve_arch(spec: Any, space: SearchSpace | None = None) -> ArchConfig:
@@ -435,29 +434,32 @@ def resolve_arch(spec: Any, space: SearchSpace | None = None) -> ArchConfig:
     string; a path to a JSON/YAML file holding the published dict (or `{"arch": {...}}`); a dict.
     Dicts and ids are read with `space`'s genes; an architecture lacking a global gene that has a
     default in `space` (a named FlowNAS arch in a space with an `iters` gene) takes the default.
+    Errors about an architecture read from a file name the file.
     """
     space = space or SearchSpace.flownas()
-    token = _PARSE_SPACE.set(space)
-    try:
-        arch = _parse_spec(spec, space)
-    finally:
-        _PARSE_SPACE.reset(token)
+    arch, source = _parse_spec(spec, space)
     if arch is None:
         raise _unknown_spec(spec)
-    arch = space.fill_defaults(arch)
-    space.validate(arch)
+    try:
+        arch = space.fill_defaults(arch)
+        space.validate(arch)
+    except ArchError as exc:
+        if source is None:
+            raise
+        raise ArchError(f"{source}: {exc}") from None
     return arch
 
 
-def _parse_spec(spec: Any, space: SearchSpace) -> ArchConfig | None:
+def _parse_spec(spec: Any, space: SearchSpace) -> tuple[ArchConfig | None, str | None]:
+    """The architecture a spec names (None when it is no accepted form) and the file it came from, if any."""
     if isinstance(spec, ArchConfig):
-        return spec
+        return spec, None
     if isinstance(spec, Mapping):
-        return _arch_from_mapping(spec)
+        return _arch_from_mapping(spec, space), None
     if isinstance(spec, os.PathLike):
-        return _arch_from_file(spec)
+        return _arch_from_file(spec, space), os.fspath(spec)
     if isinstance(spec, str) and spec.strip().lower() in SPACE_RELATIVE_NAMES:
-        return space.largest() if spec.strip().lower() == "largest" else space.smallest()
+        return (space.largest() if spec.strip().lower() == "largest" else space.smallest()), None
     if isinstance(spec, str):
-        return _arch_from_string(spec)
-    return None
+        return _arch_from_string(spec, space)
+    return None, None

@@ -6,6 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from flownas.errors import ToolkitError
 from export.lint import TRT_SUPPORTED_OPS, TRT_UNSUPPORTED_OPS, LintError, LintReport, lint_onnx
 
 
@@ -172,7 +173,7 @@ def test_missing_file_raises_one_line_lint_error(tmp_path):
     with pytest.raises(LintError) as info:
         lint_onnx(missing)
     assert str(missing) in str(info.value) and "\n" not in str(info.value)
-    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, ToolkitError)  # the command line prints these as one line
 
 
 def test_garbage_or_empty_file_raises_lint_error(tmp_path):

@@ -40,8 +40,8 @@ class TinyFlowLike(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray], tuple[np.ndarray, ...]]:
-    """The tiny model exported at opset 17, its example inputs and torch's outputs on them."""
+def exported(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    """The tiny model exported at opset 17 and its example inputs."""
     torch.manual_seed(0)
     model = TinyFlowLike().eval()
     image = torch.randn(1, 3, 16, 16)
@@ -51,9 +51,7 @@ def exported(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray], tuple[np.nd
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings are expected
         torch.onnx.export(model, (image, grid), str(path), dynamo=False, opset_version=17,
                           input_names=["image", "grid"], output_names=["sampled", "corr"])
-    with torch.no_grad():
-        expected = tuple(t.numpy() for t in model(image, grid))
-    return path, {"image": image.numpy(), "grid": grid.numpy()}, expected
+    return path, {"image": image.numpy(), "grid": grid.numpy()}
 
 
 def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -75,7 +73,7 @@ def _nodes(model: onnx.ModelProto, op: str) -> list[onnx.NodeProto]:
 
 
 def test_rewrite_passes_full_check_and_records_metadata(exported) -> None:
-    path, _, _ = exported
+    path, _ = exported
     half = to_fp16_strongly_typed(onnx.load(str(path)))
     onnx.checker.check_model(half, full_check=True)
     onnx.shape_inference.infer_shapes(half, strict_mode=True)
@@ -85,7 +83,7 @@ def test_rewrite_passes_full_check_and_records_metadata(exported) -> None:
 
 
 def test_conv_weights_become_fp16_except_the_coordinate_conv(exported) -> None:
-    path, _, _ = exported
+    path, _ = exported
     fp32 = onnx.load(str(path))
     half = to_fp16_strongly_typed(fp32)
     inits = {init.name: init for init in half.graph.initializer}
@@ -98,7 +96,7 @@ def test_conv_weights_become_fp16_except_the_coordinate_conv(exported) -> None:
 
 
 def test_gridsample_matmul_and_io_stay_fp32(exported) -> None:
-    path, _, _ = exported
+    path, _ = exported
     half = to_fp16_strongly_typed(onnx.load(str(path)))
     types = _types(half)
     for op in ("GridSample", "MatMul", "Div", "Add"):
@@ -108,7 +106,7 @@ def test_gridsample_matmul_and_io_stay_fp32(exported) -> None:
 
 
 def test_relu_runs_fp16_between_convs_with_one_cast_per_source(exported) -> None:
-    path, _, _ = exported
+    path, _ = exported
     half = to_fp16_strongly_typed(onnx.load(str(path)))
     types = _types(half)
     (relu,) = _nodes(half, "Relu")
@@ -118,7 +116,7 @@ def test_relu_runs_fp16_between_convs_with_one_cast_per_source(exported) -> None
 
 
 def test_summary_counts_fp16_and_fp32_compute(exported) -> None:
-    path, _, _ = exported
+    path, _ = exported
     fp32 = onnx.load(str(path))
     before, after = fp16_summary(fp32), fp16_summary(to_fp16_strongly_typed(fp32))
     assert before["precision"] == "fp32" and before["fp16_nodes"] == 0 and before["casts"] == 0
@@ -128,14 +126,8 @@ def test_summary_counts_fp16_and_fp32_compute(exported) -> None:
     assert after["fp16_nodes"] + after["fp32_nodes"] == before["fp32_nodes"]
 
 
-def test_fp32_graph_matches_torch(exported) -> None:
-    path, feeds, expected = exported
-    for got, want in zip(_run(onnx.load(str(path)), feeds), expected):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-
-
 def test_fp16_graph_matches_fp32_within_fp16_tolerance(exported) -> None:
-    path, feeds, _ = exported
+    path, feeds = exported
     fp32 = onnx.load(str(path))
     for got, want in zip(_run(to_fp16_strongly_typed(fp32), feeds), _run(fp32, feeds)):
         assert got.dtype == np.float32
@@ -145,7 +137,7 @@ def test_fp16_graph_matches_fp32_within_fp16_tolerance(exported) -> None:
 
 
 def test_keep_everything_fp32_is_a_no_op_numerically(exported) -> None:
-    path, feeds, _ = exported
+    path, feeds = exported
     fp32 = onnx.load(str(path))
     same = to_fp16_strongly_typed(fp32, keep_fp32=lambda node: True)
     assert fp16_summary(same)["fp16_nodes"] == 0 and not _nodes(same, "Cast")
@@ -154,20 +146,20 @@ def test_keep_everything_fp32_is_a_no_op_numerically(exported) -> None:
 
 
 def test_custom_policy_replaces_the_default(exported) -> None:
-    path, _, _ = exported
+    path, _ = exported
     half = to_fp16_strongly_typed(onnx.load(str(path)), keep_fp32=lambda node: False)
     assert fp16_summary(half)["fp16_ops"]["Conv"] == 3
 
 
 def test_rewriting_twice_is_refused(exported) -> None:
-    path, _, _ = exported
+    path, _ = exported
     half = to_fp16_strongly_typed(onnx.load(str(path)))
     with pytest.raises(ValueError, match="already rewritten"):
         to_fp16_strongly_typed(half)
 
 
 def test_conv_weights_that_overflow_fp16_stay_fp32(exported) -> None:
-    path, feeds, _ = exported
+    path, feeds = exported
     fp32 = onnx.load(str(path))
     for i, init in enumerate(fp32.graph.initializer):
         if init.name == "conv1.weight":

@@ -190,7 +190,6 @@ def test_make_divisible_hand_cases() -> None:
 def test_expanded_channels_uses_bankers_round() -> None:
     # Built-in round() rounds halves to even: 17*0.5 = 8.5 -> 8 -> 8 channels, whereas rounding
     # half up would give 9 -> 16. Integer ratios (all of FlowNAS) never hit this.
-    assert round(8.5) == 8
     assert expanded_channels(17, 0.5) == 8
     assert expanded_channels(53, 0.5) == 24  # 26.5 -> 26 -> int(30)//8*8 = 24
     assert expanded_channels(64, 4) == 256

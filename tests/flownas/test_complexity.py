@@ -12,7 +12,6 @@ from flownas.registry import TINY_SPACE, list_models, model_entry
 SPACE = SearchSpace.flownas()
 
 
-
 def _encoder_params(arch, batch_norm: bool, space=SPACE, out: int = 256) -> int:
     """Stem conv (+bias) [+BN], every block's convs [+BNs], the 1x1 head to `out` channels."""
     bn = 2 if batch_norm else 0  # weight and bias per channel
@@ -60,6 +59,14 @@ def test_flownas_parameters_match_block_formula(name):
     assert counts["fnet"] == _encoder_params(arch, batch_norm=False)
     assert counts["cnet"] == _encoder_params(arch, batch_norm=True)
     assert counts["update_block"] == raft["update_block"]  # the decoder is RAFT-large's
+    assert counts["total"] == counts["fnet"] + counts["cnet"] + counts["update_block"]
+
+
+def test_raft_k_total_is_the_block_formula_sum():
+    # The number `arch show raft-k` prints (tests/test_cli.py), from the formula rather than from the model.
+    arch = resolve_arch("raft-k")
+    update = count_parameters(RAFT())["update_block"]
+    assert _encoder_params(arch, batch_norm=False) + _encoder_params(arch, batch_norm=True) + update == 5_101_712
 
 
 @pytest.mark.parametrize("name", ["raft-k", "smallest"])

@@ -152,7 +152,6 @@ def test_out_of_space_values(tmp_path: Path) -> None:
         resolve_arch(str(_write(tmp_path / "arch.json", json.dumps(arch))))
 
 
-@pytest.mark.xfail(strict=False, reason="resolve_arch validates the space outside the file context (arch.py owner)")
 def test_out_of_space_arch_error_names_the_file(tmp_path: Path) -> None:
     arch = RAFT_K.to_dict()
     arch["width"][0] = 10**9

@@ -14,17 +14,12 @@ if str(REPO) not in sys.path:  # tools/ is a folder of the repository, not an in
 from tools import fuzz  # noqa: E402
 from tools.fuzz_cases import TARGETS, Corpus, make_case  # noqa: E402
 
-# resolve_arch validates an architecture against the space after the file was read, so an out-of-space value in
-# an architecture file is refused with an ArchError that does not name the file (a pending change in flownas.arch).
-UNNAMED_ALLOWED = {"arch"}
-
-
 def _assert_no_escapes(stats: dict, n: int) -> None:
     report = fuzz.format_report(stats)
     assert set(stats) == set(TARGETS), report
     assert all(s.inputs == n and s.accepted + s.refused + s.escaped == n for s in stats.values()), report
     assert sum(s.escaped for s in stats.values()) == 0, "inputs escaped the readers:\n" + report
-    unclean = {t: s.unclean for t, s in stats.items() if s.unclean and t not in UNNAMED_ALLOWED}
+    unclean = {t: s.unclean for t, s in stats.items() if s.unclean}
     assert not unclean, "refusals not on one line naming the file:\n" + report
     # Each reader refuses most inputs and still accepts some mutated files that parse: the fuzzer explores both.
     assert all(s.refused > n // 2 for s in stats.values()), report
@@ -82,7 +77,6 @@ def test_outcomes_are_classified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="CLI hardening in progress")
 def test_bad_command_lines_are_refused_in_one_line(tmp_path: Path) -> None:
     outcomes = fuzz.cli_campaign(tmp_path)
     assert len(outcomes) == len(fuzz.CLI_CASES)
