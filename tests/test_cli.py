@@ -78,6 +78,19 @@ def test_readme_has_command_line_examples():
     assert len(_readme_examples()) >= 10
 
 
+def test_readme_python_example_names_exist():
+    """The README's Python API block imports and calls names that exist (its calls need weights: not run)."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("```python", 1)[1].split("```", 1)[0]
+    imports = [line for line in block.splitlines() if line.startswith(("import ", "from "))]
+    namespace: dict = {}
+    exec("\n".join(imports), namespace)  # noqa: S102 - the README's own import lines
+    assert len(imports) >= 5
+    calls = re.findall(r"\b([a-z_]+)\.([a-z_]+)\(", block)
+    modules = [(owner, name) for owner, name in calls if owner in namespace and not owner.startswith("_")]
+    assert modules and all(hasattr(namespace[owner], name) for owner, name in modules), modules
+
+
 @pytest.mark.parametrize("argv", _readme_examples(), ids=" ".join)
 def test_readme_example_parses(argv):
     """Every command line the README shows is accepted by the parser as written (nothing is run)."""
@@ -216,6 +229,7 @@ def test_evaluate_on_real_middlebury_counts_known_pixels(rubberwhale, small_weig
     assert np.isfinite(row["epe"])
 
 
+@pytest.mark.slow  # the whole workflow: supernet, extraction, export, verification, bench
 def test_demo_runs_the_workflow_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out), "--height", "128", "--width", "128", "--iters", "1"]) == 0

@@ -68,6 +68,7 @@ def test_onnx_file_with_a_matching_model_for_torch(onnx_file: Path, tmp_path: Pa
     assert record["baseline"] == "ort-cpu" and record["ratios"][1]["max_abs_diff_vs_baseline"] < 1e-4
 
 
+@pytest.mark.slow  # a second export; the untrained-model test covers the path
 def test_checkpoint_on_torch_and_exported_onnx(tmp_path: Path) -> None:
     from flownas.weights import save_checkpoint
 
@@ -123,6 +124,7 @@ def test_engine_without_tensorrt(tmp_path: Path) -> None:
     assert "TensorRT" in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.slow  # the suite itself: tests/bench/test_suite.py
 def test_suite_quick_mode(tmp_path: Path) -> None:
     argv = ["--models", "raft-small", "--resolution", "128x128", "--iters", "1", "--runs", "2", "--warmup-s", "0",
             "--out", str(tmp_path)]

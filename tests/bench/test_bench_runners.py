@@ -138,6 +138,7 @@ def test_make_runner_builds_each_cpu_backend(model: RAFT, onnx_file: Path) -> No
     assert isinstance(runner, OrtRunner) and runner.threads == 1 and runner.path == onnx_file
 
 
+@pytest.mark.slow  # an export of its own
 def test_make_runner_exports_a_model_for_ort_into_the_scratch_folder(model: RAFT, feeds: dict,
                                                                      tmp_path: Path) -> None:
     runner = make_runner("onnxrt", model=model, iters=ITERS, resolution=SIZE, model_name="tmp-raft", scratch=tmp_path)
@@ -218,6 +219,21 @@ def test_torch_cuda_phases_and_agreement(model: RAFT, feeds: dict, cuda_graph: b
     assert result.runner["timing"] == "CUDA events" and result.runner["gpu"]
     assert np.abs(result.outputs["flow"] - reference).max() < 1e-2
     assert next(model.parameters()).device.type == "cpu"  # the runner worked on a copy
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_torch_cuda_runs_without_tf32_and_restores_the_setting(model: RAFT) -> None:
+    """fp32 means IEEE fp32 (README): cuDNN convolutions would use TF32 by PyTorch's default."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        with flow_model_runner(model, ITERS, device="cuda") as runner:
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+            assert runner.describe()["tf32"] is False
+        assert torch.backends.cudnn.allow_tf32  # the user's setting comes back on deactivation
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @pytest.mark.gpu

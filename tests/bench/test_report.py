@@ -97,6 +97,7 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BenchResult]
                    meta={"resolution": "128x128", "iters": 1})
 
 
+@pytest.mark.slow  # a real export and measurement; the arithmetic tests above are fast
 def test_report_files_exist_and_parse(measured: dict[str, BenchResult], tmp_path: Path) -> None:
     paths = write_reports(measured, tmp_path / "out", "RAFT small", notes=["random weights"])
     assert {p.name for p in paths.values()} == {"results.csv", "report.md", "latency.png", "results.json"}

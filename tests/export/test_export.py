@@ -11,9 +11,10 @@ import torch
 
 import cli
 from export.onnx_export import ExportError, ExportSpec, export_onnx, read_metadata
-from flownas.arch import SearchSpace, resolve_arch
+from flownas.arch import SearchSpace
 from flownas.models import RAFT, FlowNASNet
 from flownas.weights import save_checkpoint
+from tests_helpers import one_conv_onnx
 
 
 def _pair(height, width, seed=0):
@@ -49,8 +50,11 @@ def test_raft_onnx_matches_pytorch(raft_small, tmp_path):
     assert _epe(got, expected) < 1e-4 and np.abs(got - expected).max() < 1e-3
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     assert record["file_size_bytes"] == path.stat().st_size
+    meta = read_metadata(path)
+    assert (meta["export_height"], meta["export_width"], meta["export_iters"]) == (128, 160, 2)
 
 
+@pytest.mark.slow  # a full-size FlowNAS subnet per seed
 @pytest.mark.parametrize("seed", [0, 1])
 def test_random_subnet_onnx_matches_pytorch(tmp_path, seed):
     torch.manual_seed(seed)
@@ -63,6 +67,7 @@ def test_random_subnet_onnx_matches_pytorch(tmp_path, seed):
     assert read_metadata(path)["arch_id"] == arch.id
 
 
+@pytest.mark.slow
 def test_dynamic_export_runs_at_two_sizes(raft_small, tmp_path):
     path = tmp_path / "dynamic.onnx"
     export_onnx(raft_small, path, ExportSpec(128, 128, iters=2, dynamic=True))
@@ -72,6 +77,7 @@ def test_dynamic_export_runs_at_two_sizes(raft_small, tmp_path):
         assert _epe(got, expected) < 1e-4
 
 
+@pytest.mark.slow
 def test_metadata_records_how_the_file_was_made(raft_small, tmp_path):
     path = tmp_path / "m.onnx"
     export_onnx(raft_small, path, ExportSpec(128, 128, iters=3, opset=16))
@@ -94,6 +100,7 @@ def test_invalid_specs_are_refused(spec, message):
         spec.validate()
 
 
+@pytest.mark.slow  # export, verification, then `verify` loads both artifacts again
 def test_cli_export_writes_verified_file_and_record(raft_small, tmp_path, capsys):
     weights = save_checkpoint(tmp_path / "w.pt", raft_small)
     out = tmp_path / "model.onnx"
@@ -138,23 +145,26 @@ def test_cli_export_unknown_arch(published_keys, tmp_path, capsys):
     assert code == 2 and "unknown architecture 'nope'" in capsys.readouterr().err
 
 
-def test_cli_trt_without_tensorrt_is_one_clear_error(raft_small, tmp_path, capsys):
-    pytest.importorskip("onnx")
+def test_cli_trt_without_tensorrt_is_one_clear_error(tmp_path, capsys):
     try:
         import tensorrt  # noqa: F401
         pytest.skip("TensorRT is installed here: the missing-TensorRT path cannot be exercised")
     except ImportError:
         pass
-    path = tmp_path / "m.onnx"
-    export_onnx(raft_small, path, ExportSpec(128, 128, iters=1))
+    path = one_conv_onnx(tmp_path / "m.onnx")
     code = cli.main(["export", "trt", str(path), "--out", str(tmp_path / "m.engine")])
     err = capsys.readouterr().err
     assert code == 2 and "TensorRT is not installed" in err and err.count("\n") == 1
     assert not (tmp_path / "m.engine").exists()
 
 
-def test_cli_lint_reports_and_sets_exit_code(raft_small, tmp_path, capsys):
-    path = tmp_path / "m.onnx"
-    export_onnx(raft_small, path, ExportSpec(128, 128, iters=1))
-    assert cli.main(["export", "lint", str(path)]) == 0
+def test_cli_lint_reports_and_sets_exit_code(tmp_path, capsys):
+    clean = one_conv_onnx(tmp_path / "m.onnx")
+    assert cli.main(["export", "lint", str(clean)]) == 0
     assert "0 error(s)" in capsys.readouterr().out
+    model = onnx.load(str(clean))
+    model.graph.node.append(onnx.helper.make_node("Unique", ["y"], ["u"]))  # an operator TensorRT lacks
+    model.graph.output.append(onnx.helper.make_tensor_value_info("u", onnx.TensorProto.FLOAT, None))
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    assert cli.main(["export", "lint", str(tmp_path / "bad.onnx")]) == 1
+    assert "unsupported-op" in capsys.readouterr().out

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,12 +23,20 @@ def raft_small() -> RAFT:
     return RAFT(small=True).eval()
 
 
-def test_verified_export_returns_its_record_and_writes_it_beside(raft_small: RAFT, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def verified(raft_small: RAFT, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, list[str]]:
+    """RAFT small exported and verified at 128x128, 2 iterations (once per module), and the lines it logged."""
     lines: list[str] = []
-    result = export_verified_onnx(raft_small, tmp_path / "m.onnx", ExportSpec(128, 128, 2), log=lines.append)
+    result = export_verified_onnx(raft_small, tmp_path_factory.mktemp("verified") / "m.onnx", ExportSpec(128, 128, 2),
+                                  log=lines.append)
+    return result, lines
+
+
+def test_verified_export_returns_its_record_and_writes_it_beside(verified: tuple[Any, list[str]]) -> None:
+    result, lines = verified
     assert result.path.is_file() and result.reports["128x128"].ok
     assert [p.name for p in result.reports["128x128"].pairs] == ["synthetic seed 1000", "synthetic seed 1001"]
-    record = json.loads((tmp_path / "m.json").read_text())
+    record = json.loads(result.path.with_suffix(".json").read_text())
     assert record["kind"] == "onnx" and record["arch_id"] == "raft-small" and record["resolution"] == [128, 128]
     assert record["iters"] == 2 and record["precision"] == "fp32" and record["verification_note"].startswith("synthetic")
     assert record["verification"]["128x128"]["max_epe"] < 1e-3 and any("verifying" in line for line in lines)
@@ -48,6 +57,7 @@ def test_library_code_does_not_reach_outside_the_repository() -> None:
     assert names == ["synthetic seed 1000", "synthetic seed 1001"]
 
 
+@pytest.mark.slow  # the command line's twin (tests/export/test_export.py) runs in the fast set
 def test_failed_verification_leaves_nothing(raft_small: RAFT, tmp_path: Path) -> None:
     with pytest.raises(VerificationError, match="no file written"):
         export_verified_onnx(raft_small, tmp_path / "m.onnx", ExportSpec(128, 128, 1), tolerance_epe=0.0)
@@ -74,10 +84,10 @@ def test_verify_any_two_graphs_output_by_output(tmp_path: Path) -> None:
                                                                               rel=1e-3)
 
 
-def test_verify_at_a_resolution_the_static_graph_cannot_take(raft_small: RAFT, tmp_path: Path) -> None:
-    export_verified_onnx(raft_small, tmp_path / "m.onnx", ExportSpec(128, 128, 1))
+def test_verify_at_a_resolution_the_static_graph_cannot_take(verified: tuple[Any, list[str]]) -> None:
+    path = verified[0].path
     with pytest.raises(ToolkitError) as info:
-        verify_artifacts(tmp_path / "m.onnx", tmp_path / "m.onnx", resolution="256x256")
+        verify_artifacts(path, path, resolution="256x256")
     assert "axis 2 is fixed at 128" in str(info.value) and "\n" not in str(info.value)
 
 
