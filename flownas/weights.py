@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .fileio import atomic_path
 from .arch import ArchConfig, SearchSpace, resolve_arch
-from .models import RAFT, FlowModel, FlowNASNet, FlowNASSupernet
+from .models import RAFT, DecoderSpec, FlowModel, FlowNASNet, FlowNASSupernet
 from .errors import ToolkitError, one_line
 from . import checkpoint_checks as checks
 
@@ -213,8 +213,6 @@ def build_model(config: Mapping[str, Any], source: str = "config") -> FlowModel:
     "space": {...}}` (a static subnet) and `{"family": "flownas-supernet", "space": {...}}`, both with an
     optional `"decoder": DecoderSpec.to_dict()` (default RAFT large's) and space (default FlowNAS's).
     """
-    from .models import DecoderSpec  # here rather than at the top: this helper owns only these functions
-
     family = config.get("family")
     if family == "raft":
         variant = config.get("variant", "large")
