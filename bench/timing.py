@@ -92,25 +92,3 @@ def run_rounds(steps: Mapping[str, Callable[[], Mapping[str, float]]], runs: int
             samples[name].append(dict(step()))
         done += 1
     return samples
-
-
-def host_timed(fn: Callable[[], object], clock: Clock = time.perf_counter) -> Callable[[], dict[str, float]]:
-    """A step for `run_rounds` that times one call of `fn` on the host clock, in ms."""
-    def step() -> dict[str, float]:
-        t0 = clock()
-        fn()
-        return {"latency_ms": (clock() - t0) * 1e3}
-
-    return step
-
-
-def time_interleaved(fns: Mapping[str, Callable[[], object]], runs: int = 5, min_seconds: float = 0.0,
-                     warmup_runs: int = 1, warmup_seconds: float = 0.0) -> dict[str, TimingStats]:
-    """Time several callables in alternation (A B C A B C ...), so drift and noise hit all of them alike.
-
-    Runs at least `runs` rounds and keeps going until `min_seconds` of measuring have passed.
-    """
-    for fn in fns.values():
-        warm_up(fn, warmup_runs, warmup_seconds)
-    samples = run_rounds({name: host_timed(fn) for name, fn in fns.items()}, runs, min_seconds)
-    return {name: summarize([s["latency_ms"] for s in values]) for name, values in samples.items()}

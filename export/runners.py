@@ -338,8 +338,3 @@ def runner_for_file(path: str | Path, **kwargs: Any) -> Runner:
         return EngineRunner(path, **kwargs)
     raise RunnerError(f"{path}: cannot run a {suffix or 'suffix-less'} file (expected .onnx or .engine/.plan)")
 
-
-def output_names_of(runner: Runner, feeds: Feeds) -> Sequence[str]:
-    """Output names of a runner (by running it once when it does not declare them)."""
-    specs = getattr(runner, "output_specs", None)
-    return [s.name for s in specs()] if specs else list(runner.infer(feeds))

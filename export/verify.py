@@ -10,14 +10,14 @@ import contextlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from flownas.errors import ToolkitError
 
-from .runners import Runner, runner_for_file
+from .runners import Runner
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Pair = tuple[str, np.ndarray, np.ndarray]
@@ -130,27 +130,6 @@ def verify_runners(reference: Runner, candidate: Runner, pairs: Sequence[Pair],
             if not runner.active:
                 stack.enter_context(runner)
         return verify(runner_flow_fn(reference), runner_flow_fn(candidate), pairs, tolerance_epe, real_pair)
-
-
-# --------------------------------------------------------------------------------------------- flow functions
-def torch_flow_fn(model: Any, iters: int, device: str = "cpu") -> FlowFn:
-    from flownas.inference import estimate_flow
-
-    return lambda a, b: estimate_flow(model, a, b, iters=iters, device=device)
-
-
-def onnx_flow_fn(path: str | os.PathLike, threads: int | None = None) -> FlowFn:
-    """The flow of an ONNX file on ONNX Runtime CPU (the session is freed with the function)."""
-    from .runners import OrtRunner
-
-    return runner_flow_fn(OrtRunner(path, "cpu", threads=threads).activate())
-
-
-@contextlib.contextmanager
-def engine_flow_fn(path: str | os.PathLike) -> Iterator[FlowFn]:
-    """The flow of a TensorRT engine, for the duration of a with-block (the engine is deactivated after)."""
-    with runner_for_file(path) as runner:
-        yield runner_flow_fn(runner)
 
 
 # --------------------------------------------------------------------------------------------- any graph

@@ -8,7 +8,7 @@ import pytest
 
 from bench.protocol import BenchResult, TimingConfig, make_feeds, timing_warnings
 from bench.runners import BenchError
-from bench.timing import TimingStats, run_rounds, summarize, time_interleaved, warm_up
+from bench.timing import run_rounds, summarize, warm_up
 
 
 class FakeClock:
@@ -95,13 +95,6 @@ def test_rounds_run_at_least_the_duration() -> None:
     assert samples["B"][0] == {"latency_ms": 100.0, "compute_ms": 90.0}
     with pytest.raises(ValueError, match="no steps"):
         run_rounds({})
-
-
-def test_time_interleaved_keeps_its_interface() -> None:
-    calls: list[str] = []
-    stats = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, runs=3, warmup_runs=1)
-    assert set(stats) == {"a", "b"} and all(isinstance(s, TimingStats) and s.count == 3 for s in stats.values())
-    assert calls == ["a", "b"] + ["a", "b"] * 3  # one warm-up each, then alternation
 
 
 @pytest.mark.parametrize("kwargs, message", [
