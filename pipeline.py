@@ -240,7 +240,11 @@ def run_demo(out: str | Path = "outputs/demo", *, height: int = 256, width: int 
     record.steps["export"] = _demo_export(out, height, width, iters, log)
     record.steps["lint"] = _demo_lint(out / "raft-k.onnx", log)
     record.steps["bench"] = _demo_bench(out, height, width, iters, runs, log)
-    atomic_write_text(out / "demo.json", json.dumps(record.to_dict(), indent=2, default=str))
+    from flownas.provenance import provenance
+
+    made = provenance("demo", arch_id="raft-k", resolution=(height, width), iters=iters, precision="fp32",
+                      backend=f"torch-{device}")
+    atomic_write_text(out / "demo.json", json.dumps({**record.to_dict(), "provenance": made}, indent=2, default=str))
     log(f"\ndemo done: everything is in {out}/")
     return record
 

@@ -346,7 +346,7 @@ def _select_arch(model: FlowModel, arch: Any, label: str) -> FlowModel:
         return model.extract(resolve_arch(arch, model.space))
     if isinstance(model, FlowNASNet) and resolve_arch(arch, model.space) == model.arch:
         return model
-    raise WeightsError(
-        f"{label}: an architecture can only be chosen from a FlowNAS supernet checkpoint, "
-        f"this one holds {model.config()}"
-    )
+    arch_of = getattr(model, "arch", None)
+    holds = f"the static subnet {arch_of.id}" if arch_of is not None else f"{type(model).__name__}"
+    raise WeightsError(f"{label}: --arch chooses a subnet of a FlowNAS supernet checkpoint; this one holds {holds} "
+                       "(drop --arch to run it)")

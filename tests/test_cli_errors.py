@@ -20,8 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
-    """A pair of frames, a folder of frames, a supernet checkpoint, a RAFT-small checkpoint, a text file."""
-    from flownas.models import FlowNASSupernet, RAFT
+    """A pair of frames, a folder of frames, supernet / RAFT-small / raft-k subnet checkpoints, non-model files."""
+    from flownas.arch import RAFT_K
+    from flownas.models import FlowNASNet, FlowNASSupernet, RAFT
     from flownas.weights import save_checkpoint
 
     root = tmp_path_factory.mktemp("cli")
@@ -34,11 +35,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(0)
     save_checkpoint(root / "supernet.pt", FlowNASSupernet())
     save_checkpoint(root / "small.pt", RAFT(small=True))
+    save_checkpoint(root / "subnet.pt", FlowNASNet(RAFT_K))
     (root / "notonnx.txt").write_text("not a model")
     (root / "fake.onnx").write_bytes(b"\x08\x07 definitely not protobuf \xff")
     return {"root": root, "a": root / "a.png", "b": root / "b.png", "frames": root / "frames",
-            "supernet": root / "supernet.pt", "small": root / "small.pt", "text": root / "notonnx.txt",
-            "fake": root / "fake.onnx"}
+            "supernet": root / "supernet.pt", "small": root / "small.pt", "subnet": root / "subnet.pt",
+            "text": root / "notonnx.txt", "fake": root / "fake.onnx"}
 
 
 def run_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -66,6 +68,8 @@ CASES = {
                           "unsupported picture type"),
     "infer a supernet without --arch": (["infer", "{a}", "{b}", "--weights", "{supernet}"],
                                         "holds a FlowNAS supernet: choose the subnet to run with --arch"),
+    "infer a static subnet with another --arch": (["infer", "{a}", "{b}", "--weights", "{subnet}", "--arch", "raft-s"],
+                                                  "holds the static subnet w64.72.88.104.120.136"),
     "arch show nope.json": (["arch", "show", "nope.json"], "nope.json: architecture file not found"),
     "evaluate --out e.txt": (["evaluate", "--dataset", "synthetic", "--out", "{root}/e.txt"], "expected a .csv"),
     "bench --backend ort-cuda": (["bench", "--model", "raft-small", "--backend", "ort-cuda"], "CUDAExecutionProvider"),
