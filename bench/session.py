@@ -23,10 +23,11 @@ from export.backends import Backend, parse_backends
 from export.inputs import (TensorSpec, flow_input_specs, generate_inputs, is_flow_graph, onnx_io_specs,
                            parse_input_files, parse_shape_spec, resolve_shapes)
 from export.runners import Runner, engine_record
-from flownas.fileio import parse_resolution
+from flownas.fileio import parse_resolution, scratch_of, staged_dir
 from flownas.provenance import command_line
 
 from .protocol import BenchResult, TimingConfig, compare
+from .report import REPORT_FILES, write_reports
 from .runners import BenchError, make_runner
 
 DEFAULT_RESOLUTION, DEFAULT_ITERS, DEFAULT_OUT = (384, 512), 12, "outputs/bench"
@@ -79,10 +80,6 @@ def run_benchmark(request: BenchRequest, log: Log = lambda _: None) -> BenchSess
     backends = request.backend_specs()
     _check(request, backends)
     plan = _plan(request, backends)
-    from flownas.fileio import scratch_of, staged_dir
-
-    from .report import REPORT_FILES, write_reports
-
     # The exported files live in the report's staging folder (under --out) and go before it is swapped in.
     with staged_dir(Path(request.out), owned=REPORT_FILES) as stage:
         scratch = scratch_of(stage)
