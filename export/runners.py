@@ -302,8 +302,7 @@ class EngineRunner(Runner):
     def _activate(self) -> None:
         from .trt_runtime import TrtRunner
 
-        kwargs = {"cuda": self._cuda} | ({"cuda_graph": True} if self.cuda_graph else {})
-        self._runner = TrtRunner(self.path, **kwargs)
+        self._runner = TrtRunner(self.path, cuda=self._cuda, cuda_graph=self.cuda_graph)
         self._runner.activate()
 
     def _deactivate(self) -> None:
