@@ -1,0 +1,101 @@
+"""Predict a FlowNAS network's latency from a measured table: sum of its keys + prologue + iters x step.
+
+    table = LatencyTable.load("tables/ort-cpu-384x512", backend="ort-cpu", resolution=(384, 512))
+    table.predict(arch, iters=12)          # ms
+    table.breakdown(arch, iters=12)        # ms per component: fnet.stem, fnet.stage0, ..., prologue, steps
+
+A table measured for another backend, device, precision or resolution is refused unless `force=True`; a key the
+architecture needs but the table lacks raises naming the key (never skipped). No torch.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+from flownas.arch import ArchConfig, SearchSpace
+
+from .keys import Key, encoder_keys
+from .measure import LatencyTableError
+from .table import TABLE_CSV, TABLE_JSON
+
+CHECKED_FIELDS = ("backend", "device", "precision", "resolution")
+
+
+class LatencyTable:
+    """Per-key latencies (ms) and the manifest they were measured under."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], latencies: dict[str, float]) -> None:
+        self.path, self.manifest, self.latencies = path, manifest, latencies
+        self.space = SearchSpace.from_dict(manifest["space"]) if manifest.get("space") else SearchSpace.flownas()
+        d = manifest["decoder"]
+        self.decoder = SimpleNamespace(feature_dim=d["feature_dim"], hidden_dim=d["hidden_dim"],
+                                       context_dim=d["context_dim"])
+        self.height, self.width = manifest["resolution"]
+        self.batch = int(manifest["batch"])
+        self._kinds: dict[str, str] = {}  # "prologue"/"step" -> key id
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, backend: str | None = None, device: str | None = None,
+             precision: str | None = None, resolution: Sequence[int] | None = None,
+             force: bool = False) -> "LatencyTable":
+        """Read `table.json` + `table.csv`; a requested field the manifest contradicts raises unless `force`."""
+        path = Path(path)
+        manifest_path, csv_path = path / TABLE_JSON, path / TABLE_CSV
+        for file in (manifest_path, csv_path):
+            if not file.is_file():
+                raise LatencyTableError(f"{file}: latency table file not found (assemble the table first)")
+        manifest = json.loads(manifest_path.read_text())
+        wanted = {"backend": backend, "device": device, "precision": precision,
+                  "resolution": [int(v) for v in resolution] if resolution is not None else None}
+        for field in CHECKED_FIELDS:
+            if wanted[field] is not None and manifest.get(field) != wanted[field] and not force:
+                raise LatencyTableError(f"{manifest_path}: table {field} is {manifest.get(field)!r}, requested "
+                                        f"{wanted[field]!r} (pass force to use it anyway)")
+        table = cls(path, manifest, {})
+        table._read_rows(csv_path)
+        return table
+
+    def _read_rows(self, csv_path: Path) -> None:
+        for row in csv.DictReader(io.StringIO(csv_path.read_text())):
+            self.latencies[row["id"]] = float(row["latency_ms"])
+            if row["kind"] in ("prologue", "step"):
+                self._kinds[row["kind"]] = row["id"]
+
+    def _lookup(self, key_id: str, arch: ArchConfig | None) -> float:
+        try:
+            return self.latencies[key_id]
+        except KeyError:
+            needed = f" (needed by {arch.id})" if arch is not None else ""
+            raise LatencyTableError(f"{self.path}: the table has no key {key_id}{needed}; rebuild it with keys "
+                                    "covering this architecture") from None
+
+    def _fixed_ms(self, kind: str) -> float:
+        if kind not in self._kinds:
+            raise LatencyTableError(f"{self.path}: the table has no {kind} key (decoder keys were not measured)")
+        return self._lookup(self._kinds[kind], None)
+
+    def keys(self, arch: ArchConfig) -> list[Key]:
+        """The encoder keys of `arch` at this table's resolution and batch."""
+        return encoder_keys(arch, self.space, self.height, self.width, self.batch, self.decoder)
+
+    def breakdown(self, arch: ArchConfig, iters: int) -> dict[str, float]:
+        """ms per component, in execution order: `<enc>.stem`, `<enc>.stage<i>`, `<enc>.head` for fnet and cnet,
+        then `prologue` and `steps` (= iters x one step). Their sum is `predict`."""
+        if iters < 1:
+            raise ValueError(f"iters must be at least 1, got {iters}")
+        parts: dict[str, float] = {}
+        for key in self.keys(arch):
+            name = f"{key.encoder}.{key.kind}" if key.kind != "block" else f"{key.encoder}.stage{key.stage}"
+            parts[name] = parts.get(name, 0.0) + self._lookup(key.id, arch)
+        parts["prologue"] = self._fixed_ms("prologue")
+        parts["steps"] = iters * self._fixed_ms("step")
+        return parts
+
+    def predict(self, arch: ArchConfig, iters: int) -> float:
+        """Predicted latency (ms) of the whole network for `arch` at `iters` update iterations."""
+        return sum(self.breakdown(arch, iters).values())
