@@ -191,10 +191,10 @@ def _infer_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
-    from flownas.data.datasets import DATASETS
-
     p = sub.add_parser("evaluate", help="metrics of a model on a dataset")
-    p.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="dataset name")
+    p.add_argument("--dataset", required=True,  # checked by build_dataset: the registry imports torch, --help must not
+                   help="dataset name (flownas.data.datasets.list_datasets(): sintel-clean, sintel-final, kitti, "
+                        "chairs, things-clean, things-final, middlebury, synthetic)")
     p.add_argument("--root", help="dataset root folder (not needed for synthetic)")
     p.add_argument("--split", help="dataset split (dataset default if omitted)")
     p.add_argument("--max-samples", type=positive_int, help="evaluate only the first N pairs")

@@ -7,9 +7,8 @@ from pathlib import Path
 
 from flownas.fileio import parse_resolution
 
-from .onnx_export import DEFAULT_OPSET, ExportError, ExportSpec
+from .spec import DEFAULT_OPSET, ExportError, ExportSpec
 from .verify import DEFAULT_TOLERANCE_EPE, real_pair_images
-from .workflow import export_verified_onnx, verify_artifacts
 
 
 def add_export_parsers(sub: argparse._SubParsersAction) -> None:
@@ -73,6 +72,8 @@ def run_export(args: argparse.Namespace) -> int:
 def _export_onnx(args: argparse.Namespace) -> int:
     from flownas.loading import load_flow_model
 
+    from .workflow import export_verified_onnx
+
     if args.supernet and not args.arch:
         raise ExportError("--supernet needs --arch (the subnet to export)")
     height, width = parse_resolution(args.resolution)
@@ -116,6 +117,8 @@ def _export_trt(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from .workflow import verify_artifacts
+
     report = verify_artifacts(args.a, args.b, arch=args.arch, iters=args.iters, resolution=args.resolution,
                               real_pair=args.real_pair, tolerance_epe=args.tolerance, input_shapes=args.input_shapes)
     print(f"{args.a} vs {args.b}:\n{report.summary()}")

@@ -4,6 +4,10 @@
     table.predict(arch, iters=12)          # ms
     table.breakdown(arch, iters=12)        # ms per component: fnet.stem, fnet.stage0, ..., prologue, steps
 
+Calibration: when `table.json` holds `"calibration": {"scale": a, "offset_ms": b, ...}` (fitted on measured whole
+networks by `latency_tables.validate`), `predict` returns a x raw + b and `breakdown` adds a "calibration" part
+(= calibrated - raw) so the parts still sum to the total; `calibrated=False` gives the raw sum of the keys.
+
 A table measured for another backend, device, precision or resolution is refused unless `force=True`; a key the
 architecture needs but the table lacks raises naming the key (never skipped). No torch.
 """
@@ -38,6 +42,7 @@ class LatencyTable:
         self.height, self.width = manifest["resolution"]
         self.batch = int(manifest["batch"])
         self._kinds: dict[str, str] = {}  # "prologue"/"step" -> key id
+        self.calibration = _calibration(manifest, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, backend: str | None = None, device: str | None = None,
@@ -83,9 +88,17 @@ class LatencyTable:
         """The encoder keys of `arch` at this table's resolution and batch."""
         return encoder_keys(arch, self.space, self.height, self.width, self.batch, self.decoder)
 
-    def breakdown(self, arch: ArchConfig, iters: int) -> dict[str, float]:
+    def calibrate(self, raw_ms: Any) -> Any:
+        """a x raw + b for the table's calibration (identity without one); works on floats and numpy arrays."""
+        if self.calibration is None:
+            return raw_ms
+        scale, offset = self.calibration
+        return scale * raw_ms + offset
+
+    def breakdown(self, arch: ArchConfig, iters: int, calibrated: bool = True) -> dict[str, float]:
         """ms per component, in execution order: `<enc>.stem`, `<enc>.stage<i>`, `<enc>.head` for fnet and cnet,
-        then `prologue` and `steps` (= iters x one step). Their sum is `predict`."""
+        then `prologue` and `steps` (= iters x one step), then `calibration` (calibrated - raw total) when the
+        table has a calibration and `calibrated`. Their sum is `predict(arch, iters, calibrated)`."""
         if iters < 1:
             raise ValueError(f"iters must be at least 1, got {iters}")
         parts: dict[str, float] = {}
@@ -94,8 +107,26 @@ class LatencyTable:
             parts[name] = parts.get(name, 0.0) + self._lookup(key.id, arch)
         parts["prologue"] = self._fixed_ms("prologue")
         parts["steps"] = iters * self._fixed_ms("step")
+        if calibrated and self.calibration is not None:
+            raw = sum(parts.values())
+            parts["calibration"] = self.calibrate(raw) - raw
         return parts
 
-    def predict(self, arch: ArchConfig, iters: int) -> float:
-        """Predicted latency (ms) of the whole network for `arch` at `iters` update iterations."""
-        return sum(self.breakdown(arch, iters).values())
+    def predict(self, arch: ArchConfig, iters: int, calibrated: bool = True) -> float:
+        """Predicted latency (ms) of the whole network for `arch` at `iters` update iterations: the raw sum of its
+        keys, then the table's calibration a x raw + b unless `calibrated=False`."""
+        parts = self.breakdown(arch, iters, calibrated=False)
+        raw = sum(parts.values())
+        return float(self.calibrate(raw)) if calibrated else raw
+
+
+def _calibration(manifest: dict[str, Any], path: Path) -> tuple[float, float] | None:
+    """(scale, offset_ms) of the manifest's "calibration" entry, or None when it has none."""
+    entry = manifest.get("calibration")
+    if entry is None:
+        return None
+    try:
+        return float(entry["scale"]), float(entry["offset_ms"])
+    except (TypeError, KeyError, ValueError):
+        raise LatencyTableError(f"{path / TABLE_JSON}: calibration must be an object with numeric scale and "
+                                f"offset_ms, got {entry!r}") from None

@@ -241,3 +241,15 @@ def test_demo_runs_the_workflow_end_to_end(tmp_path, capsys):
     assert record["verification"]["128x128"]["ok"]
     rows = pd.read_csv(out / "bench" / "results.csv")
     assert set(rows["backend"]) == {"torch-cpu", "ort-cpu"}
+
+
+def test_the_command_line_parses_without_importing_torch():
+    """Target devices run `lut measure` / `bench --onnx` with ONNX Runtime only: the parser must not need torch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, cli; cli.build_parser(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.stdout.strip() == "False"

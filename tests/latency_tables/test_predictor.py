@@ -97,3 +97,32 @@ def test_a_table_without_files_or_a_bad_iteration_count_is_refused(table_dir, tm
         LatencyTable.load(tmp_path)
     with pytest.raises(ValueError, match="iters"):
         LatencyTable.load(table_dir).predict(COVERED[0], 0)
+
+
+def _calibrated_copy(table_dir, tmp_path, calibration):
+    """A copy of the table whose table.json carries `calibration` (as latency_tables.validate writes it)."""
+    manifest = json.loads((table_dir / "table.json").read_text())
+    manifest["calibration"] = calibration
+    (tmp_path / "table.json").write_text(json.dumps(manifest))
+    (tmp_path / "table.csv").write_bytes((table_dir / "table.csv").read_bytes())
+    return tmp_path
+
+
+def test_calibration_is_applied_and_the_breakdown_still_sums_to_the_total(table_dir, tmp_path):
+    copy = _calibrated_copy(table_dir, tmp_path, {"scale": 1.25, "offset_ms": -0.5, "n": 8, "r2": 0.99})
+    raw_table, table = LatencyTable.load(table_dir), LatencyTable.load(copy)
+    for arch in COVERED:
+        raw = _expected_ms(_rows(table_dir), arch, 4)
+        assert table.predict(arch, 4, calibrated=False) == pytest.approx(raw, rel=1e-12)
+        assert table.predict(arch, 4) == pytest.approx(1.25 * raw - 0.5, rel=1e-12)
+        parts = table.breakdown(arch, 4)
+        assert list(parts)[-1] == "calibration" and parts["calibration"] == pytest.approx(0.25 * raw - 0.5)
+        assert sum(parts.values()) == pytest.approx(table.predict(arch, 4), rel=1e-12)
+        assert "calibration" not in table.breakdown(arch, 4, calibrated=False)
+        assert raw_table.predict(arch, 4) == raw_table.predict(arch, 4, calibrated=False)
+
+
+def test_a_malformed_calibration_is_refused_naming_it(table_dir, tmp_path):
+    copy = _calibrated_copy(table_dir, tmp_path, {"scale": "steep"})
+    with pytest.raises(LatencyTableError, match="calibration"):
+        LatencyTable.load(copy)
