@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 from bench.commands import add_bench_parser, run_bench
 from export.commands import add_export_parsers, run_export, run_verify
+from latency_tables.commands import add_lut_parser, run_lut
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
@@ -141,6 +142,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return run_verify(args)
 
 
+@command("lut")
+def cmd_lut(args: argparse.Namespace) -> int:
+    return run_lut(args)
+
+
 # --------------------------------------------------------------------------------------------- parser
 class OneLineParser(argparse.ArgumentParser):
     """argparse with usage errors on one line (argparse prints its whole usage block first); sub-commands
@@ -248,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     _arch_parsers(sub)
     add_export_parsers(sub)
     add_bench_parser(sub)
+    add_lut_parser(sub)
     _extract_parser(sub)
     return parser
 

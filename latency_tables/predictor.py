@@ -65,6 +65,15 @@ class LatencyTable:
         table._read_rows(csv_path)
         return table
 
+    @classmethod
+    def from_latencies(cls, manifest: dict[str, Any], latencies: dict[Key, float],
+                       path: str | os.PathLike = "<memory>") -> "LatencyTable":
+        """A table held in memory: `manifest` as in table.json (resolution, batch, decoder, space[, calibration]),
+        latency (ms) per key. For benchmarks and what-if tables; measured tables come from `load`."""
+        table = cls(Path(path), manifest, {key.id: float(ms) for key, ms in latencies.items()})
+        table._kinds = {k.kind: k.id for k in latencies if k.kind in ("prologue", "step")}
+        return table
+
     def _read_rows(self, csv_path: Path) -> None:
         for row in csv.DictReader(io.StringIO(csv_path.read_text())):
             self.latencies[row["id"]] = float(row["latency_ms"])
