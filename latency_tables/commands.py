@@ -116,8 +116,8 @@ def _add_validate(sub: Any) -> None:
 def add_lut_parser(sub: Any) -> argparse.ArgumentParser:
     """Add `lut` and its sub-commands to an argparse sub-parsers object; returns the `lut` parser."""
     p = sub.add_parser("lut", help="latency lookup tables: build, measure, show, predict, validate")
-    lut = p.add_subparsers(dest="lut_command", required=True, metavar="{keys,measure,assemble,build,show,predict,"
-                                                                     "validate}")
+    lut = p.add_subparsers(dest="lut_command", required=True, metavar="ACTION",
+                           help="keys, measure, assemble, build, show, predict or validate")
     for add in (_add_keys, _add_measure, _add_assemble, _add_build, _add_show, _add_predict, _add_validate):
         add(lut)
     return p
