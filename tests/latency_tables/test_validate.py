@@ -126,8 +126,8 @@ def test_calibration_fit_recovers_scale_and_offset_and_the_table_applies_it(tabl
     scale, offset = fit_linear(raw, 1.25 * raw + 0.75)
     assert scale == pytest.approx(1.25, abs=1e-12) and offset == pytest.approx(0.75, abs=1e-12)
     narrow = np.array([10.0, 10.2, 10.4])  # predictions within 4%: only a ratio is determined
-    scale, offset = fit_linear(narrow, 1.05 * narrow)
-    assert scale == pytest.approx(1.05, abs=1e-12) and offset == 0.0
+    ratio, no_offset = fit_linear(narrow, 1.05 * narrow)
+    assert ratio == pytest.approx(1.05, abs=1e-12) and no_offset == 0.0
     with pytest.raises(LatencyTableError, match="positive predictions"):
         fit_linear([], [])
     copy = tmp_path / "t"
