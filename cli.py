@@ -127,24 +127,8 @@ def _arch_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("export")
-def cmd_export(args: argparse.Namespace) -> int:
-    return run_export(args)
-
-
-@command("bench")
-def cmd_bench(args: argparse.Namespace) -> int:
-    return run_bench(args)
-
-
-@command("verify")
-def cmd_verify(args: argparse.Namespace) -> int:
-    return run_verify(args)
-
-
-@command("lut")
-def cmd_lut(args: argparse.Namespace) -> int:
-    return run_lut(args)
+# Commands whose parsers and runners live in their packages: registered here as they are.
+COMMANDS.update(export=run_export, bench=run_bench, verify=run_verify, lut=run_lut)
 
 
 # --------------------------------------------------------------------------------------------- parser
