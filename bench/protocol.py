@@ -9,6 +9,7 @@ clock are timed with CUDA events (phases H2D / compute / D2H kept apart), the ot
 from __future__ import annotations
 
 import contextlib
+import functools
 import datetime as dt
 import os
 import platform
@@ -107,11 +108,17 @@ def make_feeds(height: int, width: int, batch: int = 1, seed: int = 0) -> dict[s
 def environment() -> dict[str, Any]:
     """CPU model, cores, load, OS, Python, library versions, GPU (when any) and the UTC date."""
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": len(affinity) if affinity else None,
+    return {**_machine(), "logical_cpus": os.cpu_count(), "usable_cpus": len(affinity) if affinity else None,
             "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-            "os": platform.platform(), "python": platform.python_version(), "host": platform.node(),
-            "versions": {lib: v for lib in LIBRARIES if (v := library_version(lib))},
-            "gpu": _gpu_name(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+@functools.lru_cache(maxsize=1)
+def _machine() -> dict[str, Any]:
+    """What does not change within a process (read once: a latency table times hundreds of graphs in one run)."""
+    return {"cpu": cpu_model(), "os": platform.platform(), "python": platform.python_version(),
+            "host": platform.node(), "versions": {lib: v for lib in LIBRARIES if (v := library_version(lib))},
+            "gpu": _gpu_name()}
 
 
 def _gpu_name() -> str | None:

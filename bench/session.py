@@ -22,7 +22,7 @@ import numpy as np
 from export.backends import Backend, parse_backends
 from export.inputs import (TensorSpec, flow_input_specs, generate_inputs, is_flow_graph, onnx_io_specs,
                            parse_input_files, parse_shape_spec, resolve_shapes)
-from export.runners import Runner, engine_record
+from export.runners import Runner, artifact_metadata, engine_record
 from flownas.fileio import parse_resolution, scratch_of, staged_dir
 from flownas.provenance import command_line
 
@@ -176,7 +176,7 @@ class _Plan:
 
 def _plan(request: BenchRequest, backends: list[Backend]) -> _Plan:
     """Name, resolution, iterations and the PyTorch model (loaded only when a backend needs it)."""
-    meta = _artifact_metadata(request)
+    meta = artifact_metadata(request.onnx or request.engine) if (request.onnx or request.engine) else {}
     notes: list[str] = []
     name = (Path(request.weights).stem if request.weights else
             Path(request.onnx or request.engine or "").stem or str(request.model))
@@ -201,20 +201,6 @@ def _is_flow_source(request: BenchRequest) -> bool:
                  for io in engine_record(Path(request.engine)).get("inputs", [])]
         return not specs or is_flow_graph(specs)
     return True
-
-
-def _artifact_metadata(request: BenchRequest) -> dict[str, Any]:
-    """The export record of the ONNX file (or of the ONNX an engine was built from), else {}."""
-    if request.onnx:
-        from export.metadata import read_metadata
-
-        try:
-            return read_metadata(request.onnx)
-        except Exception as exc:  # protobuf raises its own decode errors for files that are not ONNX
-            raise BenchError(f"{request.onnx}: not a readable ONNX file ({type(exc).__name__})") from None
-    if request.engine:
-        return dict(engine_record(Path(request.engine)).get("metadata", {}))
-    return {}
 
 
 def _shape_and_iters(request: BenchRequest, meta: dict[str, Any],

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 import flownas
 from flownas.fileio import atomic_path, clean_legacy_dirs, scratch_dir
-from flownas.models import FlowModel
+from flownas.models import FlowModel, model_identity  # noqa: F401  (model_identity re-exported)
 
 from .metadata import read_metadata  # noqa: F401  (re-exported for callers of the exporter)
 
@@ -47,15 +47,6 @@ class FlowExportWrapper(nn.Module):
         image1 = image1 * (2.0 / 255.0) - 1.0
         image2 = image2 * (2.0 / 255.0) - 1.0
         return self.model._iterate(image1, image2, self.iters, None, lookup=self.lookup)[-1]
-
-
-def model_identity(model: FlowModel) -> str:
-    """Architecture id (FlowNAS) or family name (RAFT)."""
-    arch = getattr(model, "arch", None)
-    if arch is not None:  # a FlowNAS subnet knows its architecture (genes of its own space included)
-        return arch.id
-    config = model.config()
-    return f"{config['family']}-{config.get('variant', 'supernet')}"
 
 
 def export_onnx(model: FlowModel, out_path: str | os.PathLike, spec: ExportSpec,

@@ -17,7 +17,7 @@ import numpy as np
 
 from flownas.errors import ToolkitError
 
-from .runners import Runner
+from .runners import ENGINE_SUFFIXES, Runner
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Pair = tuple[str, np.ndarray, np.ndarray]
@@ -192,7 +192,7 @@ def artifact_kind(path: str | os.PathLike) -> str:
     suffix = Path(path).suffix.lower()
     if suffix == ".onnx":
         return "onnx"
-    if suffix in (".engine", ".plan", ".trt"):
+    if suffix in ENGINE_SUFFIXES:
         return "engine"
     if suffix in (".pt", ".pth", ".ckpt", ".tar"):
         return "checkpoint"

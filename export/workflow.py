@@ -19,7 +19,7 @@ from flownas.fileio import atomic_path, atomic_write_text, parse_resolution
 
 from .inputs import generate_inputs, is_flow_graph, parse_shape_spec, resolve_shapes
 from .onnx_export import ExportSpec, export_onnx
-from .runners import OrtRunner, Runner, engine_record, runner_for_file
+from .runners import OrtRunner, Runner, artifact_metadata, runner_for_file
 from .verify import (DEFAULT_TOLERANCE_EPE, GraphReport, VerificationError, VerifyReport, artifact_kind,
                      real_pair_images, verification_pairs, verify_graph, verify_runners)
 
@@ -103,7 +103,7 @@ def verify_artifacts(a: str | os.PathLike, b: str | os.PathLike, *, arch: Any = 
         if not Path(path).is_file():
             raise VerificationError(f"{path}: file not found")
         artifact_kind(path)
-    meta = _export_metadata(a) or _export_metadata(b)
+    meta = artifact_metadata(a) or artifact_metadata(b)
     iters = iters or meta.get("export_iters") or 12
     runners = [_runner(path, iters, arch) for path in (a, b)]
     specs = [r.input_specs() for r in runners]
@@ -116,20 +116,6 @@ def verify_artifacts(a: str | os.PathLike, b: str | os.PathLike, *, arch: Any = 
         raise VerificationError(f"{a} and {b} do not take the same inputs: one is a flow model, the other not")
     shapes = resolve_shapes(specs[0], parse_shape_spec(input_shapes) if input_shapes else None)
     return verify_graph(runners[0], runners[1], generate_inputs(specs[0], shapes), atol, rtol)
-
-
-def _export_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    kind = artifact_kind(path)
-    if kind == "onnx":
-        from .metadata import read_metadata
-
-        try:
-            return read_metadata(path)
-        except Exception:  # unreadable ONNX files are reported by the runner, naming the file
-            return {}
-    if kind == "engine":
-        return dict(engine_record(Path(path)).get("metadata", {}))
-    return {}
 
 
 def _runner(path: str | os.PathLike, iters: int, arch: Any) -> Runner:

@@ -256,3 +256,12 @@ def _with_decoder(config: dict[str, Any], spec: DecoderSpec) -> dict[str, Any]:
     if spec != RAFT_LARGE:
         config["decoder"] = spec.to_dict()
     return config
+
+
+def model_identity(model: FlowModel) -> str:
+    """What a model is, for records: the architecture id of a FlowNAS subnet, else its family (and variant)."""
+    arch = getattr(model, "arch", None)
+    if arch is not None:  # a FlowNAS subnet knows its architecture (genes of its own space included)
+        return arch.id
+    config = model.config()
+    return "-".join(str(config[k]) for k in ("family", "variant") if k in config)

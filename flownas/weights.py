@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .fileio import atomic_path
 from .arch import ArchConfig, SearchSpace, resolve_arch
-from .models import RAFT, DecoderSpec, FlowModel, FlowNASNet, FlowNASSupernet
+from .models import RAFT, DecoderSpec, FlowModel, FlowNASNet, FlowNASSupernet, model_identity
 from .errors import ToolkitError, one_line
 from . import checkpoint_checks as checks
 
@@ -172,9 +172,7 @@ def checkpoint_record(model: nn.Module, extra: Mapping[str, Any] | None = None) 
 
     extra = dict(extra or {})
     standard = {k: extra.pop(k) for k in ("arch_id", "resolution", "iters", "precision") if k in extra}
-    arch = getattr(model, "arch", None)
-    standard.setdefault("arch_id", arch.id if arch is not None else
-                        "-".join(str(v) for v in model.config().values() if isinstance(v, str)))
+    standard.setdefault("arch_id", model_identity(model))
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     extra = {k: v for k, v in extra.items() if k not in RECORD_KEYS}
