@@ -107,11 +107,19 @@ class FlowModel(nn.Module):
         """A JSON-able description from which `flownas.weights.build_model` rebuilds this model."""
         raise NotImplementedError(f"{type(self).__name__} must describe itself")
 
-    def encode(self, image1: Tensor, image2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Normalised images -> (fmap1, fmap2, hidden state, context), all at 1/8 resolution."""
-        fmaps = self.fnet(torch.cat([image1, image2], dim=0)).float()
+    def encode(self, image1: Tensor, image2: Tensor, taps: dict[str, list[Tensor]] | None = None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Normalised images -> (fmap1, fmap2, hidden state, context), all at 1/8 resolution.
+
+        `taps`, when given, receives the FAD feature taps (FACTS §1) of both encoders: `taps["fnet"]` (both frames
+        stacked on the batch axis, frame 1 first) and `taps["cnet"]` (frame 1), five tensors each.
+        """
+        fnet_taps = cnet_taps = None
+        if taps is not None:
+            fnet_taps, cnet_taps = taps.setdefault("fnet", []), taps.setdefault("cnet", [])
+        fmaps = self.fnet(torch.cat([image1, image2], dim=0), fnet_taps).float()
         fmap1, fmap2 = fmaps.chunk(2, dim=0)
-        net, inp = torch.split(self.cnet(image1), [self.spec.hidden_dim, self.spec.context_dim], dim=1)
+        net, inp = torch.split(self.cnet(image1, cnet_taps), [self.spec.hidden_dim, self.spec.context_dim], dim=1)
         return fmap1, fmap2, torch.tanh(net), torch.relu(inp)
 
     def forward(
@@ -122,8 +130,12 @@ class FlowModel(nn.Module):
         flow_init: Tensor | None = None,
         pad_mode: str = "sintel",
         corr: str = "all-pairs",
+        taps: dict[str, list[Tensor]] | None = None,
     ) -> Tensor | list[Tensor]:
-        """`corr`: "all-pairs" (the volume, as published) or "lean" (same samples on demand, memory linear in H*W)."""
+        """`corr`: "all-pairs" (the volume, as published) or "lean" (same samples on demand, memory linear in H*W).
+
+        `taps`: a dict that receives the encoders' FAD feature taps (see `encode`); for distillation.
+        """
         _check_pair(image1, image2)
         if iters < 1:
             raise ValueError(f"iters must be at least 1, got {iters}")
@@ -133,17 +145,17 @@ class FlowModel(nn.Module):
         _check_size(padder, self.spec.min_side_px)
         image1, image2 = padder.pad(image1, image2)
         image1, image2 = 2 * (image1 / 255.0) - 1.0, 2 * (image2 / 255.0) - 1.0
-        predictions = self._iterate(image1, image2, iters, flow_init, lookup=CORR_MODES[corr])
+        predictions = self._iterate(image1, image2, iters, flow_init, lookup=CORR_MODES[corr], taps=taps)
         predictions = [padder.unpad(p) for p in predictions]
         return predictions if self.training else predictions[-1]
 
     def _iterate(self, image1: Tensor, image2: Tensor, iters: int, flow_init: Tensor | None,
-                 lookup: str = "grid_sample") -> list[Tensor]:
+                 lookup: str = "grid_sample", taps: dict[str, list[Tensor]] | None = None) -> list[Tensor]:
         """Normalised images -> upsampled predictions (every step in training, the last one otherwise).
 
         `lookup`: "grid_sample" (reference), "gather" (export) or "lean" (no volume), see `flownas.nn.corr`.
         """
-        fmap1, fmap2, net, inp = self.encode(image1, image2)
+        fmap1, fmap2, net, inp = self.encode(image1, image2, taps)
         corr_fn = correlation_lookup(fmap1, fmap2, self.spec.corr_levels, self.spec.corr_radius, lookup=lookup)
         batch, _, ht, wd = fmap1.shape
         coords0 = coords_grid(batch, ht, wd, device=image1.device)
