@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 from bench.commands import add_bench_parser, run_bench
 from export.commands import add_export_parsers, run_export, run_verify
+from flownas.train_cli import add_train_parsers, run_train
 from latency_tables.commands import add_lut_parser, run_lut
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -56,7 +57,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     record = pipeline.run_evaluation(args.dataset, root=args.root, split=args.split, weights=args.weights,
                                      arch=args.arch, iters=args.iters, device=args.device,
-                                     max_samples=args.max_samples, out=args.out, log=_warn)
+                                     max_samples=args.max_samples, out=args.out, supernet=args.supernet,
+                                     calibrate_bn=args.calibrate_bn, log=_warn)
     print(f"{args.dataset}: {record['pairs']} pairs, {args.iters} iterations")
     print(pd.DataFrame([record["summary"]]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"per-pair metrics: {record['per_pair_csv']}; summary and provenance: {record['summary_json']}")
@@ -128,7 +130,8 @@ def _arch_sample(args: argparse.Namespace) -> int:
 
 
 # Commands whose parsers and runners live in their packages: registered here as they are.
-COMMANDS.update(export=run_export, bench=run_bench, verify=run_verify, lut=run_lut)
+COMMANDS.update(export=run_export, bench=run_bench, verify=run_verify, lut=run_lut, train=run_train)
+COMMANDS["train-supernet"] = run_train
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -190,6 +193,10 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-samples", type=positive_int, help="evaluate only the first N pairs")
     p.add_argument("--out", help="per-pair .csv (a .json summary sits beside it) or the .json summary "
                                  "(the .csv sits beside it); default outputs/eval_<dataset>.csv")
+    p.add_argument("--supernet", metavar="CKPT", help="evaluate subnet --arch of this supernet, BatchNorm statistics "
+                                                      "re-estimated first (as training validation and search do)")
+    p.add_argument("--calibrate-bn", type=non_negative_int, default=8, metavar="N",
+                   help="with --supernet: pairs of the dataset (seeded choice) for BN re-estimation (default 8)")
     _model_args(p)
 
 
@@ -240,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_lut_parser(sub)
     _extract_parser(sub)
+    add_train_parsers(sub)
     return parser
 
 

@@ -126,8 +126,13 @@ def evaluation_paths(out: str | None, dataset: str) -> tuple[Path, Path]:
 
 def run_evaluation(dataset: str, *, root: str | None = None, split: str | None = None, weights: str | None = None,
                    arch: str | None = None, iters: int = 12, device: str = "cpu", max_samples: int | None = None,
-                   out: str | None = None, log: Log = _quiet) -> dict[str, Any]:
-    """Metrics of a model on a dataset: per-pair CSV + JSON summary with provenance; returns the summary record."""
+                   out: str | None = None, supernet: str | None = None, calibrate_bn: int = 8,
+                   log: Log = _quiet) -> dict[str, Any]:
+    """Metrics of a model on a dataset: per-pair CSV + JSON summary with provenance; returns the summary record.
+
+    With `supernet` (and `arch`), the subnet is evaluated with BN statistics re-estimated on `calibrate_bn` pairs
+    of the dataset (`flownas.evaluate.evaluate_subnet`, the search's fitness).
+    """
     import pandas as pd
 
     from flownas.data.datasets import build_dataset
@@ -140,18 +145,44 @@ def run_evaluation(dataset: str, *, root: str | None = None, split: str | None =
         raise UserInputError(f"--max-samples {max_samples}: must be at least 1")
     csv_path, json_path = evaluation_paths(out, dataset)
     data = build_dataset(dataset, root, split=split)
-    model = load_or_untrained(weights, arch, device, log)
-    summary, rows = evaluate(model, data, iters=iters, device=device, max_samples=max_samples)
+    if supernet is not None:
+        model, summary, rows = _evaluate_supernet(supernet, arch, weights, data, iters, device, max_samples, calibrate_bn)
+    else:
+        model = load_or_untrained(weights, arch, device, log)
+        summary, rows = evaluate(model, data, iters=iters, device=device, max_samples=max_samples)
     atomic_write_text(csv_path, pd.DataFrame(rows).to_csv(index=False))
     from export.onnx_export import model_identity
 
-    record = {"dataset": dataset, "root": root, "split": split, "iters": iters, "weights": weights, "arch": arch,
+    record = {"dataset": dataset, "root": root, "split": split, "iters": iters, "weights": weights or supernet,
+              "arch": arch, "bn_calibration_pairs": calibrate_bn if supernet else None,
               "pairs": len(rows), "summary": summary, "per_pair_csv": str(csv_path), "model": model.config(),
               "provenance": provenance("evaluation", arch_id=model_identity(model), iters=iters,
                                        precision="fp32", backend=f"torch-{device}")}
     atomic_write_text(json_path, json.dumps(record, indent=2, default=str))
     record["summary_json"] = str(json_path)
     return record
+
+
+def _evaluate_supernet(supernet: str, arch: str | None, weights: str | None, data: Any, iters: int, device: str,
+                       max_samples: int | None, calibrate_bn: int) -> tuple[Any, dict[str, float], list[dict]]:
+    from flownas.arch import resolve_arch
+    from flownas.evaluate import evaluate_subnet
+    from flownas.loading import check_device
+    from flownas.models import FlowNASSupernet
+    from flownas.weights import load_model
+
+    if weights is not None:
+        raise UserInputError("give either --weights (a model) or --supernet (with --arch), not both")
+    if arch is None:
+        raise UserInputError("--supernet needs --arch: the subnet to evaluate (name, id or JSON file)")
+    check_device(device)
+    model = load_model(supernet)
+    if not isinstance(model, FlowNASSupernet):
+        raise UserInputError(f"{supernet}: not a FlowNAS supernet checkpoint (holds {model.config()['family']})")
+    choice = resolve_arch(arch, model.space)
+    summary, rows = evaluate_subnet(model, choice, data, iters=iters, max_samples=max_samples,
+                                    calibrate_bn=calibrate_bn, device=device, progress=True)
+    return model.extract(choice), summary, rows
 
 
 # --------------------------------------------------------------------------------------------- architectures

@@ -1,7 +1,7 @@
 """Validation loops: a model over a dataset, with each benchmark's metric convention."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -65,3 +65,33 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch
     if used == 0:
         raise ValueError("BN recalibration needs at least one batch of image pairs")
     return used
+
+
+def calibrated_subnet(supernet: nn.Module, arch: Any, pairs: Sequence[tuple[torch.Tensor, ...]],
+                      iters: int = 1, device: str | torch.device = "cpu") -> nn.Module:
+    """The static subnet `arch` of `supernet` (weights copied) with BatchNorm statistics re-estimated on `pairs`.
+
+    Supernet BN statistics mix every subnet that ran during training, so no subnet is evaluated with them:
+    training validation, `evaluate --supernet` and the search all call this with the same kind of pairs
+    (`(image1, image2, ...)` samples, one pair per batch). With no pairs the stored statistics are kept.
+    """
+    net = supernet.extract(arch)
+    if pairs:
+        recalibrate_bn(net, ((p[0][None], p[1][None]) for p in pairs), iters=iters, device=device)
+    return net.to(device).eval()
+
+
+def evaluate_subnet(supernet: nn.Module, arch: Any, dataset: Any, *, iters: int = 12, max_samples: int | None = None,
+                    calibrate_bn: int = 8, calibration_seed: int = 0, device: str | torch.device = "cpu",
+                    progress: bool = False) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Metrics of subnet `arch` of `supernet` on `dataset`, BN statistics re-estimated on `calibrate_bn` pairs of it.
+
+    The one definition of a subnet's accuracy: `evaluate --supernet CKPT --arch A` and the search's fitness both
+    call this, so any number in a search report can be re-checked from the command line. The calibration pairs are
+    a seeded choice among the dataset's pairs (`flownas.data.stream.fixed_pairs`), the same for every subnet.
+    """
+    from .data.stream import fixed_pairs
+
+    pairs = fixed_pairs(dataset, calibrate_bn, seed=calibration_seed) if calibrate_bn else []
+    net = calibrated_subnet(supernet, arch, pairs, device=device)
+    return evaluate(net, dataset, iters=iters, device=device, max_samples=max_samples, progress=progress)
