@@ -167,3 +167,18 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert process.returncode == 130, err
     [(step, _)] = list_checkpoints(tmp_path)
     assert 0 < step < 500 and "continue with --resume" in out
+
+
+def test_evaluate_supernet_is_the_subnet_score_with_bn_re_estimated(tmp_path):
+    import pipeline
+    from flownas.data.datasets import build_dataset
+    from flownas.evaluate import evaluate, evaluate_subnet
+
+    record = train(_config("steps=1", "val_every=0", "fad_weight=0"), tmp_path, progress=False, tensorboard=False)
+    cli = pipeline.run_evaluation("synthetic", supernet=record.weights, arch="smallest", iters=2, max_samples=2,
+                                  calibrate_bn=2, out=str(tmp_path / "eval.csv"))
+    supernet, data = load_model(record.weights), build_dataset("synthetic", None)
+    direct, _ = evaluate_subnet(supernet, supernet.space.smallest(), data, iters=2, max_samples=2, calibrate_bn=2)
+    assert cli["summary"]["epe"] == direct["epe"] and cli["bn_calibration_pairs"] == 2
+    stored, _ = evaluate(load_model(record.weights, arch="smallest"), data, iters=2, max_samples=2, progress=False)
+    assert stored["epe"] != direct["epe"]  # the statistics were re-estimated, not taken from training
