@@ -129,6 +129,26 @@ def _arch_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("search")
+def cmd_search(args: argparse.Namespace) -> int:
+    from nas import SearchRequest, run_search
+
+    request = SearchRequest(
+        supernet=args.supernet, table=args.table, budget_ms=args.budget_ms, out=args.out, val=args.val, root=args.root,
+        split=args.split, val_samples=args.val_samples, calibrate_bn=args.calibrate_bn, iters=args.iters,
+        iters_choices=args.iters_choices, population=args.population, generations=args.generations, seed=args.seed,
+        mode=args.mode, max_params=args.max_params, max_macs=args.max_macs, finalists=args.finalists,
+        backend=args.backend, threads=args.threads, device=args.device, resume=args.resume, export=args.export,
+        force_table=args.force, progress=not args.no_progress)
+    record = run_search(request, log=_log)
+    best = record.best
+    flag = " (prediction off by more than 10%)" if best["flagged"] else ""
+    print(f"best: {best['arch_id']}, {best['iters']} iterations: EPE {best['epe']:.3f}, predicted "
+          f"{best['predicted_ms']:.1f} ms, measured {best['measured_ms']:.1f} ms{flag}; {record.evaluations} "
+          f"architectures evaluated in {record.wall_s / 60:.1f} min -> {record.files['best_json']}")
+    return 0
+
+
 # Commands whose parsers and runners live in their packages: registered here as they are.
 COMMANDS.update(export=run_export, bench=run_bench, verify=run_verify, lut=run_lut, train=run_train)
 COMMANDS["train-supernet"] = run_train
@@ -235,6 +255,51 @@ def _arch_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="published dict format instead of ids")
 
 
+def iters_list(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated positive iteration counts, e.g. 4,8,12."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: iteration counts must be at least 1")
+    return values
+
+
+def _search_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="hardware-aware evolutionary search under a latency budget, "
+                                      "finalists measured on the device")
+    p.add_argument("--supernet", required=True, metavar="CKPT", help="supernet checkpoint (ours or the FlowNAS release)")
+    p.add_argument("--table", required=True, metavar="DIR", help="latency table folder (lut build)")
+    p.add_argument("--budget-ms", required=True, type=float, metavar="X", help="latency budget in ms on the table's device")
+    p.add_argument("--val", default="synthetic", metavar="DATASET", help="fitness dataset (default synthetic)")
+    p.add_argument("--root", help="fitness dataset root folder")
+    p.add_argument("--split", help="fitness dataset split (dataset default if omitted)")
+    p.add_argument("--val-samples", type=positive_int, default=8, metavar="N", help="fitness pairs (default 8)")
+    p.add_argument("--calibrate-bn", type=non_negative_int, default=8, metavar="N",
+                   help="pairs for BN re-estimation of each subnet (default 8)")
+    p.add_argument("--iters", type=positive_int, default=12, help="update iterations when not searched (default 12)")
+    p.add_argument("--iters-choices", type=iters_list, metavar="4,8,12",
+                   help="search the iteration count too, among these values")
+    p.add_argument("--population", type=positive_int, default=50, help="population size (default 50)")
+    p.add_argument("--generations", type=non_negative_int, default=20, help="generations (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--mode", choices=("single", "pareto"), default="single",
+                   help="single: lowest EPE under the budget; pareto: select on the EPE-latency front")
+    p.add_argument("--max-params", type=positive_int, metavar="N", help="also limit parameters")
+    p.add_argument("--max-macs", type=positive_int, metavar="N", help="also limit MACs")
+    p.add_argument("--finalists", type=positive_int, default=5, metavar="K",
+                   help="candidates exported and measured on the device (default 5)")
+    p.add_argument("--backend", help="device backend of the finalists (default: the table's)")
+    p.add_argument("--threads", type=positive_int, help="runtime threads (default: the table's)")
+    p.add_argument("--device", default="cpu", help="torch device for the fitness evaluation")
+    p.add_argument("--out", default="outputs/search", metavar="DIR", help="output folder (default outputs/search)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/search_state.json")
+    p.add_argument("--export", action="store_true", help="also write best.onnx (verified; engine on trt) and a benchmark")
+    p.add_argument("--force", action="store_true", help="use a table whose manifest does not match the backend")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="flownas", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors too")
@@ -248,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lut_parser(sub)
     _extract_parser(sub)
     add_train_parsers(sub)
+    _search_parser(sub)
     return parser
 
 

@@ -307,6 +307,11 @@ class SearchSpace:
         values = with_defaults(arch, self.genes)
         return arch if values is None else ArchConfig.build(self.genes, values)
 
+    def restrict(self, arch: ArchConfig) -> ArchConfig:
+        """`arch` with only this space's genes: a searched `...-i8` architecture -> the encoders' architecture."""
+        values = arch.to_dict()
+        return ArchConfig.from_dict({g.name: values[g.name] for g in self.genes if g.name in values}, self)
+
     def contains(self, arch: ArchConfig) -> bool:
         try:
             self.validate(arch)
