@@ -14,6 +14,7 @@ import sys
 from typing import Callable, Sequence
 
 from bench.commands import add_bench_parser, run_bench
+from bench.inspect_cli import add_inspect_parser, run_inspect
 from export.commands import add_export_parsers, run_export, run_verify
 from flownas.train_cli import add_train_parsers, run_train
 from latency_tables.commands import add_lut_parser, run_lut
@@ -149,9 +150,22 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("pipeline")
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from nas_pipeline import PipelineConfig, run_pipeline
+
+    config = PipelineConfig.load(args.config, {"out": args.out, "device": args.device, "backend": args.backend})
+    record = run_pipeline(config, log=_log)
+    best = record["stages"]["search"]["best"]
+    print(f"chosen {best['arch_id']} ({best['iters']} iterations): EPE {best['epe']:.3f}, measured "
+          f"{best['measured_ms']:.1f} ms (predicted {best['predicted_ms']:.1f}); report: {config.out}/report.md")
+    return 0
+
+
 # Commands whose parsers and runners live in their packages: registered here as they are.
 COMMANDS.update(export=run_export, bench=run_bench, verify=run_verify, lut=run_lut, train=run_train)
 COMMANDS["train-supernet"] = run_train
+COMMANDS["inspect"] = run_inspect
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -300,6 +314,15 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _pipeline_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pipeline", help="the whole workflow: latency table, teacher, supernet with FAD, search, "
+                                        "device check, export, benchmark, report")
+    p.add_argument("--config", metavar="FILE", help="YAML/JSON file with any pipeline keys (nas_pipeline.PipelineConfig)")
+    p.add_argument("--out", help="output folder (default outputs/pipeline); a re-run skips finished stages")
+    p.add_argument("--device", help="torch device for training and fitness (default cpu)")
+    p.add_argument("--backend", help="deployment backend of the table and the finalists (default ort-cpu)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="flownas", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors too")
@@ -310,10 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     _arch_parsers(sub)
     add_export_parsers(sub)
     add_bench_parser(sub)
+    add_inspect_parser(sub)
     add_lut_parser(sub)
     _extract_parser(sub)
     add_train_parsers(sub)
     _search_parser(sub)
+    _pipeline_parser(sub)
     return parser
 
 

@@ -12,7 +12,9 @@
    to verified ONNX at the table's resolution and measured end to end on the table's backend, interleaved in one
    run. Re-ranked by EPE among those whose *measured* latency meets the budget; predictions more than 10% off are
    flagged. If none meets the budget the run fails (exit 2) with the measurements written, never a wrong answer.
-3. **Outputs** in `out`: best.json, best.pt, finalists.csv, pareto.csv, pareto.png, history.csv, search.json;
+3. **Outputs** in `out`: best.json, best.pt, finalists.csv, references.csv (the chosen network beside the
+   largest, smallest and released subnets at its iteration count, measured in one run), pareto.csv, pareto.png,
+   history.csv, search.json;
    with `export`, best_subnet.onnx (verified; an engine too on a TensorRT backend) and a benchmark report in bench/.
 """
 from __future__ import annotations
@@ -96,6 +98,7 @@ class SearchRecord:
     evaluations: int
     generations: int
     wall_s: float
+    references: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -269,24 +272,44 @@ def _pareto_rows(result: Any, space: Any, default_iters: int) -> list[dict[str, 
              "latency_ms": r["latency_ms"], "epe": r["error"], "pareto": i in front} for i, r in enumerate(rows)]
 
 
-def _reference_points(fitness: SubnetError, latency: Any, space: Any, iters: int) -> list[dict[str, Any]]:
-    """The released architectures at the default iteration count, scored and predicted like any candidate
-    (only when the supernet's space holds them: a custom space has no released architectures)."""
+def reference_archs(fitness: SubnetError, space: Any, iters: int) -> list[tuple[str, str]]:
+    """(name, id in the searched space) of the largest and smallest subnets and the released architectures (when
+    the supernet's space holds them) at `iters` iterations: what the chosen network is compared with."""
     from flownas.arch import ArchConfig, resolve_arch
     from flownas.genes import ArchError
 
-    points = []
-    for name in RELEASED:
+    found = []
+    for name in ("largest", "smallest", *RELEASED):
         try:
-            encoders = resolve_arch(name, fitness.supernet.space)
+            values = resolve_arch(name, fitness.supernet.space).to_dict()
         except ArchError:
             continue
-        values = encoders.to_dict()
         if "iters" in space.gene_names:
-            values["iters"] = iters if iters in space.gene("iters").options() else space.gene("iters").largest()
-        arch = ArchConfig.from_dict(values, space)
-        points.append({"name": name, "arch_id": arch.id, "latency_ms": latency([arch])[0], "epe": fitness([arch])[0]})
-    return points
+            values["iters"] = iters
+        found.append((name, ArchConfig.from_dict(values, space).id))
+    return found
+
+
+def measure_references(fitness: SubnetError, latency: Any, space: Any, best: dict[str, Any], table: Any, backend: str,
+                       threads: int | None, workdir: Path, log: Log = _quiet) -> list[dict[str, Any]]:
+    """The chosen network beside the reference architectures at its iteration count: EPE by the same fitness,
+    predicted latency, and measured latency from one interleaved run (so the ratios are from one run)."""
+    from flownas.arch import ArchConfig
+
+    if "iters" in space.gene_names and best["iters"] not in space.gene("iters").options():
+        return []
+    names = reference_archs(fitness, space, best["iters"])
+    archs = [ArchConfig.from_id(arch_id, space) for _, arch_id in names]
+    entries = [(best["arch_id"], best["predicted_ms"], best["epe"])]
+    entries += [(a.id, p, e) for a, p, e in zip(archs, latency(archs), fitness(archs)) if a.id != best["arch_id"]]
+    rows = measure_finalists(fitness, space, entries, table, backend, threads, workdir, log)
+    labels = {arch_id: name for name, arch_id in names}
+    for row in rows:
+        if row["arch_id"] != best["arch_id"]:
+            row["name"] = labels[row["arch_id"]]
+        else:  # the chosen network may itself be a reference (the largest, when the budget allows it)
+            row["name"] = "chosen" + (f" (= {labels[row['arch_id']]})" if row["arch_id"] in labels else "")
+    return rows
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], references: list[dict[str, Any]], best: dict[str, Any],
@@ -302,8 +325,9 @@ def _plot(path: Path, rows: list[dict[str, Any]], references: list[dict[str, Any
     ax.scatter([r["latency_ms"] for r in rows], [r["epe"] for r in rows], s=10, c="0.75", label="evaluated")
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["latency_ms"])
     ax.plot([r["latency_ms"] for r in front], [r["epe"] for r in front], "-o", ms=4, c="C0", label="Pareto front")
-    for i, ref in enumerate(references):
-        ax.scatter([ref["latency_ms"]], [ref["epe"]], marker="s", s=40, c=f"C{i + 2}", label=f"{ref['name']} (released)")
+    for i, ref in enumerate(r for r in references if not r["name"].startswith("chosen")):
+        ax.scatter([ref["predicted_ms"]], [ref["epe"]], marker="s", s=40, c=f"C{i + 4}",
+                   label=f"{ref['name']} ({ref['iters']} it.)")
     ax.scatter([best["predicted_ms"]], [best["epe"]], marker="*", s=160, c="C3", label="chosen (predicted)")
     ax.scatter([best["measured_ms"]], [best["epe"]], marker="x", s=80, c="C3", label="chosen (measured)")
     ax.axvline(budget_ms, ls="--", c="k", lw=1, label=f"budget {budget_ms:g} ms")
@@ -350,17 +374,19 @@ def run_search(request: SearchRequest, log: Log = _quiet) -> SearchRecord:
                              f"{backend} (fastest {min(r['measured_ms'] for r in rows):.1f} ms; see "
                              f"{out / 'finalists.csv'}): raise the budget or rebuild/calibrate the table")
     best = kept[0]
-    references = _reference_points(fitness, latency, space, request.iters)
+    references = measure_references(fitness, latency, space, best, table, backend, threads, out / "references", log)
+    _write_csv(out / "references.csv", references)
     _plot(out / "pareto.png", pareto, references, best, request.budget_ms)
     files = _write_best(out, fitness, space, best, request, backend, table)
     if request.export:
         files.update(_export_best(out, best, request, backend, threads, table, log))
     record = SearchRecord(out=str(out), best=best, finalists=rows, evaluations=result.evaluations,
                           generations=result.generations, wall_s=time.perf_counter() - started,
+                          references=references,
                           files={**files, "finalists": str(out / "finalists.csv"), "pareto": str(out / "pareto.csv"),
                                  "plot": str(out / "pareto.png"), "history": str(out / "history.csv")})
     atomic_write_text(out / "search.json", json.dumps({
-        "record": record.to_dict(), "request": asdict(request), "references": references,
+        "record": record.to_dict(), "request": asdict(request),
         "provenance": provenance("search", arch_id=best["arch_id"], resolution=[table.height, table.width],
                                  iters=best["iters"], precision=table.manifest.get("precision"), backend=backend,
                                  device=table.manifest.get("device"))}, indent=1, default=str))

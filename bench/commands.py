@@ -3,10 +3,12 @@
     python cli.py bench --model raft-s --backend torch-cpu,ort-cpu --resolution 384x512 --iters 12
     python cli.py bench --onnx raft.onnx --backend ort-cpu,ort-cuda
     python cli.py bench --engine raft.engine --backend trt
+    python cli.py bench compare before/results.json after/results.json
 
 The source is an ONNX file, an engine, a checkpoint (`--weights`, `--arch` for a supernet) or an untrained
 architecture (`--model`): speed does not depend on weight values. `ort-*` backends given a PyTorch model
-run it exported to a temporary ONNX file (the toolkit's default export).
+run it exported to a temporary ONNX file (the toolkit's default export). `bench compare A B` compares two saved
+reports (bench.compare).
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import argparse
 
 
 from export.backends import BACKENDS
+from flownas.errors import UserInputError
 
+from .inspect_cli import add_compare_parser, run_compare
 from .protocol import TimingConfig
 from .session import DEFAULT_OUT, PRECISIONS, UNTRAINED_NOTE, BenchRequest, run_benchmark
 
@@ -32,8 +36,11 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--arch", help="subnet of a FlowNAS supernet checkpoint (name, id or JSON file)")
     p.add_argument("--model", help="untrained registered model (raft, raft-small, raft-s, raft-k, largest, smallest, "
                                    "tiny-flownas ...: flownas.registry.list_models()) when no --weights are given")
-    p.add_argument("--backend", required=True,
-                   help=f"comma-separated, from: {', '.join(BACKENDS)} (aliases such as onnxrt, tensorrt work)")
+    # Required for a measurement (checked in request_from_args): argparse's required=True would demand it of
+    # `bench compare` too.
+    p.add_argument("--backend",
+                   help=f"comma-separated, from: {', '.join(BACKENDS)} (aliases such as onnxrt, tensorrt work); "
+                        "required to measure")
     p.add_argument("--resolution", help="HxW of a flow model (default: the ONNX file's export size, else 384x512)")
     p.add_argument("--iters", type=int, help="update iterations (default: the ONNX file's, else 12)")
     p.add_argument("--batch", type=int, default=1, help="batch size of a flow model (default 1)")
@@ -52,11 +59,16 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--baseline", help="backend the speed-ups are relative to (default: the first torch backend)")
     p.add_argument("--cv-warn", type=float, help="CV above which results are flagged (default 5%% CPU, 1%% GPU)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT})")
+    actions = p.add_subparsers(dest="bench_command", metavar="ACTION",
+                               help="optional: compare (two saved reports); without it, bench measures")
+    add_compare_parser(actions)
     return p
 
 
 def request_from_args(args: argparse.Namespace) -> BenchRequest:
     """The parsed options as a `BenchRequest` (the library call the command wraps)."""
+    if not args.backend:
+        raise UserInputError(f"bench: --backend is required (comma-separated, from: {', '.join(BACKENDS)})")
     timing = TimingConfig(args.warmup_runs, args.warmup_s, args.runs, args.duration_s, args.cv_warn)
     return BenchRequest(backends=args.backend, onnx=args.onnx, engine=args.engine, weights=args.weights,
                         arch=args.arch, model=args.model, resolution=args.resolution, iters=args.iters,
@@ -66,7 +78,9 @@ def request_from_args(args: argparse.Namespace) -> BenchRequest:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    """`flownas bench`: run the session, print the report, name the files."""
+    """`flownas bench`: run the session, print the report, name the files (`bench compare`: compare two)."""
+    if getattr(args, "bench_command", None) == "compare":
+        return run_compare(args)
     session = run_benchmark(request_from_args(args), log=lambda line: print(line, flush=True))
     print(session.paths["markdown"].read_text())
     print("wrote " + ", ".join(str(p) for p in session.paths.values()))

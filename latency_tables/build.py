@@ -51,6 +51,9 @@ def build_table(space: SearchSpace | None, height: int, width: int, out_dir: str
     Resumable: re-running with the same arguments keeps written graphs and measured rows. `log` receives one line
     per step and per measured graph (latencies in ms)."""
     say = log or (lambda line: None)
+    from .key_runners import check_backend
+
+    check_backend(backend)  # a missing runtime or device is refused before minutes of exporting
     folder = build_keys(space, height, width, out_dir, batch, decoder)
     say(f"keys written to {folder}")
 

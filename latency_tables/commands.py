@@ -2,6 +2,8 @@
 
     lut keys --space FILE --resolution 384x512 --batch 1 --out DIR   # needs torch (exports the key graphs)
     lut measure DIR --backend ort-cpu [--threads N] [--runs N]       # runtime only: no torch is imported
+    lut measure DIR --backend trt                                    # TensorRT + cuda-python: engines + timing
+    lut measure DIR --backend torch-cpu --threads 2                  # the PyTorch modules (needs torch)
     lut assemble DIR [--backend B] [--out DIR]
     lut build --resolution 384x512 --out DIR [--backend B] [--space FILE]
     lut show DIR [--arch A --iters N --plot F]
@@ -19,7 +21,8 @@ from typing import Any, Callable
 
 from flownas.fileio import parse_resolution
 
-from .measure import DEFAULT_CONFIG, ORT_BACKENDS
+from .key_runners import BACKENDS
+from .measure import DEFAULT_CONFIG
 
 DEFAULT_BACKEND = "ort-cpu"
 
@@ -31,10 +34,11 @@ def _space(path: str | None) -> Any:
 
 
 def _timing_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=sorted(ORT_BACKENDS),
-                   help=f"runtime the keys are timed on (default {DEFAULT_BACKEND})")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=list(BACKENDS),
+                   help=f"runtime the keys are timed on (default {DEFAULT_BACKEND}): ONNX Runtime (ort-*), TensorRT "
+                        "engines built per key (trt) or the PyTorch modules (torch-*)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="ONNX Runtime intra-op threads (default: the runtime's own choice)")
+                   help="intra-op threads: ONNX Runtime's, or torch.set_num_threads (default: the runtime's own)")
     p.add_argument("--runs", type=int, default=None, metavar="N",
                    help=f"measured runs per graph, at least (default {DEFAULT_CONFIG.runs})")
     p.add_argument("--duration-s", type=float, default=None, metavar="S",
@@ -66,7 +70,7 @@ def _add_measure(sub: Any) -> None:
 def _add_assemble(sub: Any) -> None:
     p = sub.add_parser("assemble", help="make table.csv + table.json from a folder's measurements")
     p.add_argument("dir", metavar="DIR", help="measured key folder")
-    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=sorted(ORT_BACKENDS),
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=list(BACKENDS),
                    help=f"whose measurements to assemble (default {DEFAULT_BACKEND})")
     p.add_argument("--out", default=None, metavar="DIR", help="table folder (default: the key folder)")
 

@@ -4,6 +4,15 @@ Blocks are `flownas.nn.mbconv.MBBlock`s, stems and heads the same convs/norms `S
 decoder keys run `FlowModel._iterate` itself (gather lookup, update block, convex upsampling) on encoder outputs,
 so a measured unit is the code the exported model runs. Weights are random: latency does not depend on them.
 
+Export speed: tracing runs the module's forward once, which for a wide block at 192x256 costs about a second on
+a small CPU (instance norm in eager PyTorch), far more than the export itself. Encoder keys (stem, block, head)
+are convolutions, norms, pools and element-wise ops whose ONNX attributes do not depend on the spatial size, so
+they are traced at a small proxy size of the same parity (`PROXY_SIDE`) and the graph's input/output shapes are
+then set to the real ones and re-inferred; a graph holding any shape-dependent node, or whose inferred output is
+not the key's output shape, is traced again at full size. Decoder and empty graphs are always traced at full size.
+`structure` names what determines a key's graph, so keys that differ only in their stage or block role share one
+graph file and one measurement.
+
 Decoder keys: the "prologue" graph is the decoder at `BASE_ITERS` iterations and the "step" graph at
 `BASE_ITERS + STEP_SPAN`; `latency_tables.table.assemble` derives one step as their difference / STEP_SPAN and the
 prologue as the first minus BASE_ITERS steps (one graph per key; no tensor leaves a graph that the model keeps
@@ -15,6 +24,8 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import Any, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,6 +39,11 @@ from .keys import Key
 OPSET = 17  # as export.onnx_export's default
 BASE_ITERS, STEP_SPAN = 1, 2
 OUTPUT_NAME = "y"
+PROXY_SIDE = 16  # traced size of encoder keys (plus the real size's parity); 16 >= every kernel's reach
+PROXY_KINDS = ("stem", "block", "head")
+# Nodes whose result depends on a tensor's shape as traced: a graph holding one cannot be re-shaped safely.
+SHAPE_DEPENDENT = {"Shape", "Reshape", "ConstantOfShape", "Expand", "Resize", "Upsample", "Slice", "Tile", "Size",
+                   "Range", "Pad", "Split"}
 
 
 class Stem(nn.Module):
@@ -58,7 +74,7 @@ class DecoderOnly(FlowModel):
         super().__init__(nn.Identity(), nn.Identity(), spec)
         self.iters = iters
 
-    def encode(self, fmaps: Tensor, context: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def encode(self, fmaps: Tensor, context: Tensor, taps: object = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         fmap1, fmap2 = fmaps.float().chunk(2, dim=0)
         net, inp = torch.split(context, [self.spec.hidden_dim, self.spec.context_dim], dim=1)
         return fmap1, fmap2, torch.tanh(net), torch.relu(inp)
@@ -110,26 +126,99 @@ def example_inputs(key: Key, seed: int = 0) -> dict[str, Tensor]:
             for name, shape in key.input_shapes().items()}
 
 
-def export_module(module: nn.Module, inputs: dict[str, Tensor], path: Path) -> None:
-    """Trace `module` to ONNX at `path` (atomic): named inputs, one output `y`, opset 17, legacy exporter, then
-    simplified by onnxslim as `export.onnx_export` does for whole models (so units see the same graph rewrites)."""
+def _trace(module: nn.Module, inputs: dict[str, Tensor]) -> Any:
+    """The legacy (TorchScript) export of `module` at `inputs`' shapes, as an onnx ModelProto."""
     import onnx
-    import onnxslim
 
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about python ints from shapes are expected
         torch.onnx.export(module, tuple(inputs.values()), buffer, dynamo=False, opset_version=OPSET,
                           input_names=list(inputs), output_names=[OUTPUT_NAME], do_constant_folding=True)
-    graph = onnxslim.slim(onnx.load_from_string(buffer.getvalue()))
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _save(graph: Any, path: Path) -> None:
+    import onnx
+    import onnxslim
+
+    graph = onnxslim.slim(graph)  # as export.onnx_export does for whole models: units see the same rewrites
     with atomic_path(path) as tmp:
         onnx.save(graph, str(tmp))
 
 
+def export_module(module: nn.Module, inputs: dict[str, Tensor], path: Path) -> None:
+    """Trace `module` to ONNX at `path` (atomic): named inputs, one output `y`, opset 17, legacy exporter, then
+    simplified by onnxslim as `export.onnx_export` does for whole models (so units see the same graph rewrites)."""
+    _save(_trace(module, inputs), path)
+
+
+def proxy_key(key: Key) -> Key:
+    """`key` at the small size it is traced at: PROXY_SIDE plus the real size's parity (pooling pads odd widths),
+    never larger than the real size."""
+    from dataclasses import replace
+
+    side = lambda n: min(n, PROXY_SIDE + n % 2)  # noqa: E731
+    return replace(key, height=side(key.height), width=side(key.width))
+
+
+def reshape_graph(graph: Any, key: Key) -> Any | None:
+    """`graph` (traced at `proxy_key(key)`) with the key's real input and output shapes, re-inferred; None when it
+    holds a shape-dependent node or the inferred output shape is not `key.output_shape()`."""
+    import onnx
+
+    if any(node.op_type in SHAPE_DEPENDENT for node in graph.graph.node):
+        return None
+    shapes = key.input_shapes()
+    for value in graph.graph.input:
+        if value.name in shapes:
+            for dim, size in zip(value.type.tensor_type.shape.dim, shapes[value.name]):
+                dim.dim_value = size
+    del graph.graph.value_info[:]
+    for value in graph.graph.output:
+        value.type.tensor_type.ClearField("shape")
+    try:
+        graph = onnx.shape_inference.infer_shapes(graph, strict_mode=True)
+    except Exception:  # onnx raises InferenceError (and others) on graphs it cannot infer: trace at full size
+        return None
+    out = graph.graph.output[0].type.tensor_type.shape
+    if tuple(d.dim_value for d in out.dim) != key.output_shape():
+        return None
+    return graph
+
+
 def export_key(key: Key, path: Path, decoder: DecoderSpec | None = None, seed: int = 0) -> None:
-    """The key's graph as ONNX at `path`."""
+    """The key's graph as ONNX at `path` (encoder keys traced at the proxy size, see the module docstring)."""
     torch.manual_seed(seed)
-    export_module(build_module(key, decoder), example_inputs(key, seed), path)
+    module = build_module(key, decoder)
+    graph = None
+    if key.kind in PROXY_KINDS and proxy_key(key) != key:
+        graph = reshape_graph(_trace(module, example_inputs(proxy_key(key), seed)), key)
+    if graph is None:
+        graph = _trace(module, example_inputs(key, seed))
+    _save(graph, path)
+
+
+def structure(key: Key) -> str:
+    """What determines a key's graph: every field but the stage and block role, which only name where it runs."""
+    from dataclasses import replace
+
+    return replace(key, stage=-1, first=False).id
+
+
+def record_module(record: Mapping[str, Any], decoder: DecoderSpec | Mapping[str, Any] | None = None,
+                  seed: int = 0, empty: bool = False) -> tuple[nn.Module, dict[str, tuple[int, ...]]]:
+    """The eval-mode module of one manifest graph entry (`{"key": Key.to_dict(), ...}`) and its named input
+    shapes, as `export_key` traced it (same seed); `empty=True`: the entry's empty graph instead. `decoder` is the
+    manifest's decoder (a dict or DecoderSpec), needed for decoder keys. For torch backends, which time the module
+    itself rather than the ONNX file."""
+    key = Key.from_dict(record["key"])
+    if empty:
+        return Empty(key.output_shape()).eval(), key.input_shapes()
+    if isinstance(decoder, Mapping):
+        decoder = DecoderSpec.from_dict(decoder)
+    torch.manual_seed(seed)
+    return build_module(key, decoder), key.input_shapes()
 
 
 def empty_signature(key: Key) -> str:

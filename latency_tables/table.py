@@ -1,6 +1,7 @@
 """Key folders and tables: write the key graphs (ONNX + manifest), and assemble measurements into a table.
 
-A key folder holds one ONNX graph per key (`graphs/<key id>.onnx`), one empty graph per I/O signature
+A key folder holds one ONNX graph per distinct key structure (`graphs/<key id>.onnx`, shared by keys that differ
+only in stage or block role; the manifest names each key's file), one empty graph per I/O signature
 (`empty/<signature>.onnx`) and `manifest.json`. After `latency_tables.measure.measure_keys`, `assemble` writes
 `table.csv` (one row per key: key fields, latency_ms = median minus the empty graph's median, p10/p90 shifted the
 same way, cv, n, raw and overhead medians) and `table.json` (provenance: backend, versions, device, threads,
@@ -52,9 +53,12 @@ def write_key_graphs(keys: Sequence[Key], out_dir: str | os.PathLike, decoder: A
     out = Path(out_dir)
     resolution, batch = _table_geometry(keys)
     _check_reuse(out, decoder.to_dict(), resolution, batch)
-    entries, empties = [], {}
+    entries, empties, files = [], {}, {}
     for key in dict.fromkeys(keys):  # distinct, in order
-        file, empty = f"graphs/{key.id}.onnx", graphs.empty_signature(key)
+        # Keys with the same structure (differing only in stage or block role) share the first one's graph file,
+        # which is exported and measured once (measure_keys times each file once).
+        file = files.setdefault(graphs.structure(key), f"graphs/{key.id}.onnx")
+        empty = graphs.empty_signature(key)
         if not (out / file).is_file():
             graphs.export_key(key, out / file, decoder, seed)
         if empty not in empties:
