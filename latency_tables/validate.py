@@ -36,7 +36,8 @@ from flownas.arch import ArchConfig, SearchSpace
 from flownas.fileio import atomic_path, atomic_write_text, scratch_dir, scratch_of, staged_dir
 from flownas.provenance import provenance
 
-from .measure import ORT_BACKENDS, LatencyTableError
+from .key_runners import ORT_BACKENDS, TORCH_BACKENDS, check_backend
+from .measure import LatencyTableError
 from .predictor import LatencyTable
 from .table import TABLE_JSON
 
@@ -129,8 +130,7 @@ def fit_linear(predicted_raw: Sequence[float], measured: Sequence[float]) -> tup
 
 
 def _table_setup(table_dir: Path, backend: str, threads: int | None, iters: int | None) -> tuple[LatencyTable, int | None, int]:
-    if backend not in ORT_BACKENDS:
-        raise LatencyTableError(f"backend {backend!r} cannot be validated yet: choose from {', '.join(ORT_BACKENDS)}")
+    check_backend(backend)  # a missing runtime is one line before any export
     table = LatencyTable.load(table_dir, backend=backend)
     threads = table.manifest.get("threads") if threads is None else threads
     iters = iters or table.manifest.get("iters") or DEFAULT_ITERS
@@ -145,16 +145,20 @@ def measure_archs(table: LatencyTable, archs: Sequence[ArchConfig], iters: int, 
     import torch  # only exporting needs torch
 
     from export.onnx_export import ExportSpec, export_onnx
-    from export.runners import OrtRunner
     from flownas.models import DecoderSpec, FlowNASNet
 
     decoder = DecoderSpec.from_dict(table.manifest["decoder"])
     spec = ExportSpec(table.height, table.width, iters=iters, batch=table.batch)
-    paths = []
+    paths, nets = [], {}
     for i, arch in enumerate(archs):
         torch.manual_seed(seed + i)
         path = workdir / f"{i:03d}-{arch.id}.onnx"
-        export_onnx(FlowNASNet(arch, table.space, decoder=decoder).eval(), path, spec)
+        nets[path] = FlowNASNet(arch, table.space, decoder=decoder).eval()
+        export_onnx(nets[path], path, spec)
+        if backend == "trt":  # TensorRT times engines: one fp32 engine per network, beside its ONNX file
+            from export.tensorrt import build_engine
+
+            build_engine(path, path.with_suffix(".engine"), precision="fp32")
         paths.append(path)
         if log:
             log(f"exported {i + 1}/{len(archs)} {arch.id}")
@@ -162,12 +166,26 @@ def measure_archs(table: LatencyTable, archs: Sequence[ArchConfig], iters: int, 
     results: list[dict[str, float]] = []
     for start in range(0, len(paths), GROUP):
         group = paths[start:start + GROUP]
-        runners = {p.stem: OrtRunner(p, ORT_BACKENDS[backend], threads=threads) for p in group}
+        runners = {p.stem: _network_runner(backend, p, nets[p], threads, iters) for p in group}
         for name, r in compare(runners, feeds, config).items():
             results.append({"median_ms": r.stats.median_ms, "cv": r.stats.cv, "runs": r.stats.count})
             if log:
                 log(f"measured {name}: {r.stats.median_ms:.2f} ms (CV {r.stats.cv:.3f})")
     return results
+
+
+def _network_runner(backend: str, onnx: Path, net: Any, threads: int | None, iters: int) -> Any:
+    """The runner that times one whole network on `backend`, as the keys were timed: ONNX Runtime on the ONNX
+    file, TensorRT on its engine, PyTorch on the module (iterations as exported)."""
+    from export.runners import EngineRunner, OrtRunner
+
+    if backend in ORT_BACKENDS:
+        return OrtRunner(onnx, ORT_BACKENDS[backend], threads=threads)
+    if backend == "trt":
+        return EngineRunner(onnx.with_suffix(".engine"))
+    from export.torch_runner import flow_model_runner
+
+    return flow_model_runner(net, iters=iters, device=TORCH_BACKENDS[backend], threads=threads)
 
 
 def _calibration_ids(manifest: dict[str, Any]) -> list[str]:

@@ -182,3 +182,18 @@ def test_cli_calibrates_then_validates(table_dir, tmp_path, capsys):
     passed = json.loads((tmp_path / "report" / "validation.json").read_text())["passed"]
     assert code == (0 if passed else 1)
     assert "Latency table validation" in capsys.readouterr().out
+
+
+def test_a_torch_cpu_table_validates_on_torch_cpu(tmp_path):
+    """Keys and whole networks timed the same way on PyTorch: the validation runs the modules, not ONNX."""
+    archs = sample_archs(TINY_SPACE, 2, SEED)
+    keys = [k for a in archs for k in encoder_keys(a, TINY_SPACE, *SIZE, decoder=TINY_DECODER)]
+    folder = write_key_graphs(keys + fixed_keys(*SIZE, decoder=TINY_DECODER), tmp_path / "keys", TINY_DECODER,
+                              TINY_SPACE)
+    measure_keys(folder, backend="torch-cpu", config=FAST, threads=1, remeasure_cv=None)
+    table = assemble(folder, backend="torch-cpu")
+    report = validate_table(table, samples=2, seed=SEED, iters=2, backend="torch-cpu", config=FAST, threads=1)
+    assert len(report.rows) == 2 and all(r["measured_ms"] > 0 for r in report.rows)
+    assert json.loads((Path(table) / "validation" / "validation.json").read_text())["backend"] == "torch-cpu"
+    with pytest.raises(LatencyTableError, match="backend"):
+        validate_table(table, samples=1, backend="ort-cpu", config=FAST)
