@@ -415,7 +415,10 @@ class _Search:
 
         def cross() -> tuple[ArchConfig, tuple[str, ...]]:
             a, b = (int(v) for v in rng.choice(len(parent_archs), size=2, replace=False))
-            return space.crossover(parent_archs[a], parent_archs[b], rng), (parents[a], parents[b])
+            child = space.crossover(parent_archs[a], parent_archs[b], rng)
+            if child.id in st.cache:  # converged parents breed copies: mutate the copy instead of redrawing it
+                child = space.mutate(child, rng, c.mutation_prob)
+            return child, (parents[a], parents[b])
 
         slots = [("mutation", mutant)] * c.mutations
         if len(parent_archs) >= 2:  # one parent crossed with itself only gives itself back
