@@ -160,6 +160,11 @@ def _autocast(device: torch.device, mode: str) -> contextlib.AbstractContextMana
     return torch.autocast(device.type, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
 
 
+def _precision(config: TrainConfig) -> str:
+    """The record's precision: fp32, or the autocast dtype over fp32 master weights."""
+    return "fp32" if config.mixed_precision == "none" else f"{config.mixed_precision}-mixed"
+
+
 def _check_precision(device: torch.device, mode: str) -> None:
     if mode == "fp16" and device.type != "cuda":
         raise TrainError("mixed_precision=fp16 needs a CUDA device (use bf16 or none on CPU)")
@@ -274,7 +279,7 @@ class Trainer:
                 "config": self.config.to_dict(), "model_name": self.model_name, "teacher": self.teacher_path,
                 "provenance": provenance("train-state", arch_id=self.model_name,
                                          resolution=list(self.config.image_size), iters=self.config.iters,
-                                         precision=self.config.mixed_precision, backend="torch",
+                                         precision=_precision(self.config), backend="torch",
                                          device=str(self.device))}
 
     def resume(self) -> None:
@@ -440,7 +445,7 @@ class Trainer:
             atomic_write_text(self.out / "train.json", json.dumps(
                 {"record": record.to_dict(), "provenance": provenance(
                     "training-run", arch_id=self.model_name, resolution=list(cfg.image_size), iters=cfg.iters,
-                    precision=cfg.mixed_precision, backend="torch", device=str(self.device))}, indent=1))
+                    precision=_precision(cfg), backend="torch", device=str(self.device))}, indent=1))
         return record
 
     def _finish(self, step: int) -> Path:

@@ -337,6 +337,8 @@ def add_validate_args(p: argparse.ArgumentParser) -> None:
                    help="ONNX Runtime intra-op threads (default: the table's)")
     p.add_argument("--runs", type=int, default=None, metavar="N",
                    help=f"measured runs per network (default {VALIDATE_CONFIG.runs})")
+    p.add_argument("--backend", default="ort-cpu", help="backend the table was measured on and the networks are "
+                                                        "timed on (default ort-cpu; trt builds an engine per network)")
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -345,10 +347,10 @@ def run_validate(args: argparse.Namespace) -> int:
     log = lambda line: print(line, flush=True)  # noqa: E731 - progress lines of a minutes-long run
     if args.calibrate:
         entry = fit_calibration(args.table, samples=args.calibrate, seed=1000 + args.seed, iters=args.iters,
-                                config=config, threads=args.threads, log=log)
+                                config=config, threads=args.threads, backend=args.backend, log=log)
         print(f"calibration: measured = {entry['scale']:.4f} x predicted + {entry['offset_ms']:.3f} ms")
     report = validate_table(args.table, samples=args.samples, seed=args.seed, iters=args.iters, config=config,
-                            threads=args.threads, out=args.out, log=log)
+                            threads=args.threads, out=args.out, backend=args.backend, log=log)
     print((report.out / "summary.md").read_text())
     print(f"report: {report.out}")
     return 0 if report.passed else 1
