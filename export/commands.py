@@ -14,7 +14,7 @@ from .verify import DEFAULT_TOLERANCE_EPE, real_pair_images
 def add_export_parsers(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser("export", help="ONNX / TensorRT export, verified against PyTorch")
     export_sub = export.add_subparsers(dest="export_command", metavar="TARGET", required=True,
-                                       help="onnx, lint or trt")
+                                       help="onnx, lint, trt or precision-sweep")
     p = export_sub.add_parser("onnx", help="export a checkpoint or a subnet to ONNX and verify it on ONNX Runtime")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", help="checkpoint (RAFT, FlowNAS subnet or supernet with --arch)")
@@ -27,6 +27,32 @@ def add_export_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 16-19 for TensorRT (default 17)")
     p.add_argument("--no-tensorrt", action="store_true", help="allow opset >= 20 (not for TensorRT)")
     _verify_args(p)
+    p.add_argument("--precision", default="fp32", metavar="fp32|fp16|bf16|int8|PLAN.json",
+                   help="graph precision: uniform, or a per-group plan file (from `export precision-sweep`); "
+                        "correlation, coordinates, gathers and softmax stay fp32 (default fp32)")
+    p.add_argument("--max-epe-delta", type=float,
+                   help="max flow change (px) against fp32 PyTorch for a reduced-precision graph, else nothing is "
+                        "written (default 5e-2 fp16, 5e-1 int8)")
+    _calibration_args(p)
+
+    p = export_sub.add_parser("precision-sweep", help="lower one layer group at a time (int8, fp16), measure the "
+                                                      "flow change and latency, propose the fastest plan")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="checkpoint (RAFT, FlowNAS subnet or supernet with --arch)")
+    source.add_argument("--supernet", help="FlowNAS supernet checkpoint (needs --arch)")
+    p.add_argument("--arch", help="architecture to extract from a supernet (name, id or JSON file)")
+    p.add_argument("--resolution", default="384x512", help="HxW, multiples of 8 (default 384x512)")
+    p.add_argument("--iters", type=int, default=12, help="update iterations unrolled in the graph (default 12)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 16-19 for TensorRT (default 17)")
+    p.add_argument("--out", required=True, help="plan file to write (.json; `export onnx --precision` reads it)")
+    p.add_argument("--max-epe-delta", type=float, default=0.5,
+                   help="flow change budget (px) against fp32 PyTorch for the proposed plan (default 0.5)")
+    p.add_argument("--candidates", default="int8,fp16", help="precisions to try per group (default int8,fp16)")
+    p.add_argument("--groups", help="comma-separated groups to sweep (default: every group in the graph)")
+    p.add_argument("--no-timing", action="store_true",
+                   help="skip the ONNX Runtime CPU timing (rank by accuracy only; lower everything that fits)")
+    p.add_argument("--real-pair", metavar="DIR", help="also validate on a real pair (frame10.png, frame11.png)")
+    _calibration_args(p)
 
     p = export_sub.add_parser("lint", help="check an ONNX file against TensorRT's parser and known pitfalls")
     p.add_argument("onnx", help="ONNX file")
@@ -65,8 +91,18 @@ def _verify_args(p: argparse.ArgumentParser, tolerance_help: str = "max EPE in p
                         "sequence); default: seeded synthetic pairs only")
 
 
+def _calibration_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calibration", metavar="DATASET[:ROOT]", default="synthetic",
+                   help="INT8 calibration pairs: a dataset name, with its root folder for real data "
+                        "(e.g. middlebury:data/middlebury; default synthetic)")
+    p.add_argument("--calibration-pairs", type=int, default=8, help="pairs drawn (seeded) for calibration (default 8)")
+    p.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"), default="minmax",
+                   help="INT8 range calibration (default minmax)")
+
+
 def run_export(args: argparse.Namespace) -> int:
-    return {"onnx": _export_onnx, "lint": _export_lint, "trt": _export_trt}[args.export_command](args)
+    return {"onnx": _export_onnx, "lint": _export_lint, "trt": _export_trt,
+            "precision-sweep": _export_precision_sweep}[args.export_command](args)
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
@@ -74,20 +110,77 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
     from .workflow import export_verified_onnx
 
+    from .precision_plan import parse_precision
+    from .quantize import check_plan_writable, parse_calibration
+
     if args.supernet and not args.arch:
         raise ExportError("--supernet needs --arch (the subnet to export)")
     height, width = parse_resolution(args.resolution)
     spec = ExportSpec(height, width, args.iters, args.opset, dynamic=args.dynamic, for_tensorrt=not args.no_tensorrt)
     spec.validate()
+    plan = parse_precision(args.precision)  # a bad plan file fails before the model loads
+    check_plan_writable(plan)
+    if args.dynamic and plan.precisions() != {"fp32"}:
+        raise ExportError("reduced-precision exports are static (calibrated and verified at --resolution); "
+                          "drop --dynamic")
+    calibration = parse_calibration(args.calibration, args.calibration_pairs, args.calibration_method)
     if args.real_pair:
         real_pair_images(args.real_pair, 128, 128)  # a missing real pair fails before the model loads
     model = load_flow_model(args.supernet or args.weights, arch=args.arch)
+    if plan.precisions() != {"fp32"}:
+        return _export_reduced(args, model, spec, plan, calibration)
     result = export_verified_onnx(model, args.out, spec, real_pair=args.real_pair, tolerance_epe=args.tolerance,
                                   source=str(args.supernet or args.weights), log=print)
     record = result.record
     print(f"wrote {result.path} ({record['file_size_bytes'] / 2**20:.1f} MiB, exported in "
           f"{record['export_seconds']:.1f} s) and {result.path.with_suffix('.json')}")
     return 0
+
+
+def _export_reduced(args: argparse.Namespace, model: object, spec: ExportSpec, plan: object,
+                    calibration: object) -> int:
+    from .precision_export import export_precision_onnx
+
+    result = export_precision_onnx(model, args.out, spec, plan, calibration, max_epe_delta=args.max_epe_delta,
+                                   real_pair=args.real_pair, source=str(args.supernet or args.weights), log=print)
+    record = result.record
+    print(f"wrote {result.path} ({record['precision']}: {json.dumps(record['precision_plan'])}; max EPE delta "
+          f"{result.check.max_epe_delta:.2e} px <= {record['verification']['tolerance_epe_delta']:g} px) and "
+          f"{result.path.with_suffix('.json')}")
+    return 0
+
+
+def _export_precision_sweep(args: argparse.Namespace) -> int:
+    from flownas.loading import load_flow_model
+
+    from .precision_sweep import precision_sweep, write_sweep
+    from .quantize import parse_calibration
+
+    if args.supernet and not args.arch:
+        raise ExportError("--supernet needs --arch (the subnet to export)")
+    if Path(args.out).suffix.lower() != ".json":
+        raise ExportError(f"--out {args.out}: expected a .json plan file")
+    height, width = parse_resolution(args.resolution)
+    spec = ExportSpec(height, width, args.iters, args.opset)
+    spec.validate()
+    calibration = parse_calibration(args.calibration, args.calibration_pairs, args.calibration_method)
+    candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
+    if args.real_pair:
+        real_pair_images(args.real_pair, 128, 128)
+    model = load_flow_model(args.supernet or args.weights, arch=args.arch)
+    result = precision_sweep(model, spec, calibration, max_epe_delta=args.max_epe_delta, candidates=candidates,
+                             groups=groups, real_pair=args.real_pair, timer=None if args.no_timing else
+                             _default_timer(), work_dir=Path(args.out).parent, log=print)
+    print(result.table())
+    print(f"wrote {write_sweep(result, args.out)}")
+    return 0
+
+
+def _default_timer():  # noqa: ANN202  (a Timer; imported lazily with the sweep)
+    from .precision_export import median_ort_latency_ms
+
+    return median_ort_latency_ms
 
 
 def _export_lint(args: argparse.Namespace) -> int:
