@@ -147,14 +147,18 @@ def import_ort_provider(provider: str) -> Any:
 
 
 def onnx_precision(path: Path) -> str:
-    """The precision an ONNX file was written in: "fp16" for the toolkit's strongly typed rewrite, else "fp32"."""
+    """The precision an ONNX file was written in: its precision plan's label ("int8", "fp16" or "mixed") when
+    `export onnx --precision` wrote one, "fp16" for the strongly typed rewrite, else "fp32"."""
     from .metadata import read_metadata
     from .precision import PRECISION_KEY, PRECISION_VALUE
 
     try:
-        return "fp16" if read_metadata(path).get(PRECISION_KEY) == PRECISION_VALUE else "fp32"
+        meta = read_metadata(path)
     except Exception:  # unreadable files are reported by onnx_io_specs with the file named
         return "fp32"
+    if "precision_plan" in meta:  # the record of `export onnx --precision` names the plan's label
+        return str(meta.get("precision") or "mixed")
+    return "fp16" if meta.get(PRECISION_KEY) == PRECISION_VALUE else "fp32"
 
 
 class OrtRunner(Runner):

@@ -242,6 +242,10 @@ def test_verified_int8_export_writes_a_record_naming_plan_and_calibration(tiny, 
     again = FlowReference(tiny, SPEC.iters, verification_pairs(128, 128)).check(tmp_path / "m.onnx")
     assert again == pytest.approx(result.check.pairs, rel=1e-5, abs=1e-7)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx"]
+    from export.runners import OrtRunner, onnx_precision
+
+    assert onnx_precision(tmp_path / "m.onnx") == "int8"  # runners and reports label the graph by its plan
+    assert OrtRunner(tmp_path / "m.onnx").precision == "int8"
 
 
 @pytest.mark.slow
