@@ -78,10 +78,12 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     start = time.perf_counter()
     model = onnx.load(str(onnx_path))
     onnx_meta = decode_metadata(model)
+    planned = onnx_meta.get("precision") if "precision_plan" in onnx_meta else None
     model_bytes, summary = _network_source(model, onnx_path, precision)
-    strongly_typed = precision == "fp16" or _major(trt) >= 11
+    # A precision-plan graph carries its own casts and Q/DQ: TensorRT builds it strongly typed, as written.
+    strongly_typed = precision == "fp16" or planned is not None or _major(trt) >= 11
     serialized, inputs, outputs, used_profiles = _build(
-        trt, model_bytes, onnx_path, precision, profiles or {}, workspace_mb, cache_path)
+        trt, model_bytes, onnx_path, precision, profiles or {}, workspace_mb, cache_path, strongly_typed)
     build_time_s = round(time.perf_counter() - start, 3)
     # Drop the old record first: an engine must never sit next to a record describing another build.
     engine_sidecar_path(engine_path).unlink(missing_ok=True)
@@ -89,7 +91,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     meta = {**onnx_meta, **(metadata or {})}
     record = provenance(
         "engine", arch_id=meta.get("arch_id"), resolution=_resolution(meta), iters=_int_or_none(meta.get("iters")),
-        precision=precision, backend="tensorrt", device=gpu.get("name"), extra={
+        precision=planned or precision, backend="tensorrt", device=gpu.get("name"), extra={
             "engine": engine_path.name, "engine_size_bytes": engine_path.stat().st_size,
             "engine_sha256": _sha256(engine_path), "onnx": str(onnx_path), "onnx_sha256": _sha256(onnx_path),
             "strongly_typed": strongly_typed, "tf32": False, "precision_summary": summary,
@@ -124,6 +126,11 @@ def build_verified_engine(onnx_path: str | os.PathLike, engine_path: str | os.Pa
 
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     _check_arguments(onnx_path, precision, workspace_mb)
+    planned = _plan_label(Path(onnx_path))
+    if tolerance_epe is None and planned is not None:  # a precision-plan graph: TensorRT's INT8/FP16 kernels vs ORT's
+        from .precision_export import DEFAULT_MAX_EPE_DELTA
+
+        tolerance_epe = DEFAULT_MAX_EPE_DELTA.get(planned, DEFAULT_MAX_EPE_DELTA["int8"])
     tolerance = DEFAULT_TOLERANCE_EPE[precision] if tolerance_epe is None else float(tolerance_epe)
     if not tolerance >= 0:
         raise UserInputError(f"tolerance_epe must be a non-negative number of px, got {tolerance_epe!r}")
@@ -259,9 +266,23 @@ def _torch_gpu() -> dict[str, Any] | None:
             "cuda_binding": "torch"}
 
 
+def _plan_label(onnx_path: Path) -> str | None:
+    """"int8" / "fp16" / "mixed" for a graph written by `export onnx --precision`, None otherwise."""
+    try:
+        meta = decode_metadata(onnx.load(str(onnx_path), load_external_data=False))
+    except Exception:  # a missing or broken file is reported by the build with its name
+        return None
+    return str(meta.get("precision") or "mixed") if "precision_plan" in meta else None
+
+
 def _network_source(model: onnx.ModelProto, onnx_path: Path, precision: str) -> tuple[bytes, dict | None]:
-    """The ONNX bytes TensorRT parses for this precision, and the fp16/fp32 node summary for fp16."""
-    rewritten = decode_metadata(model).get(PRECISION_KEY) == PRECISION_VALUE
+    """The ONNX bytes TensorRT parses for this precision, and the fp16/fp32 node summary for fp16.
+
+    A graph written by `export onnx --precision` (INT8 Q/DQ, FP16 casts per its plan) is parsed as it is."""
+    meta = decode_metadata(model)
+    if "precision_plan" in meta:
+        return onnx_path.read_bytes(), {"precision_plan": meta["precision_plan"], "precision": meta.get("precision")}
+    rewritten = meta.get(PRECISION_KEY) == PRECISION_VALUE
     if precision == "fp32":
         if rewritten:
             raise ValueError(f"{onnx_path} was rewritten for fp16 ({PRECISION_KEY} = {PRECISION_VALUE}); "
@@ -272,7 +293,8 @@ def _network_source(model: onnx.ModelProto, onnx_path: Path, precision: str) -> 
 
 
 def _build(trt: Any, model_bytes: bytes, onnx_path: Path, precision: str, profiles: dict[str, ShapeProfile],
-           workspace_mb: int, cache_path: Path | None) -> tuple[Any, list[dict], list[dict], dict]:
+           workspace_mb: int, cache_path: Path | None, strongly_typed: bool | None = None
+           ) -> tuple[Any, list[dict], list[dict], dict]:
     """Parse, configure and build; returns the serialized engine, IO descriptions and profiles used."""
     logger = _capturing_logger(trt)
     try:  # without a usable GPU the binding's factory returns nullptr, which pybind11 reports as TypeError
@@ -282,7 +304,8 @@ def _build(trt: Any, model_bytes: bytes, onnx_path: Path, precision: str, profil
     if builder is None:
         raise TensorRTUnavailable("TensorRT could not create a builder (no usable NVIDIA GPU?): "
                                   + " | ".join(logger.errors))
-    network = builder.create_network(_network_flags(trt, strongly_typed=precision == "fp16"))
+    typed = precision == "fp16" if strongly_typed is None else strongly_typed
+    network = builder.create_network(_network_flags(trt, strongly_typed=typed))
     parser = trt.OnnxParser(network, logger)
     # parse(model, path): the path lets the parser find external weight files next to the ONNX file.
     if not parser.parse(model_bytes, str(onnx_path)):
