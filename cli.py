@@ -44,9 +44,10 @@ def _warn(line: str) -> None:
 def cmd_infer(args: argparse.Namespace) -> int:
     import pipeline
 
+    precision = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
     pipeline.run_inference(args.images, weights=args.weights, arch=args.arch, out=args.out, viz=args.viz,
-                           iters=args.iters, device=args.device, max_side=args.max_side, corr=args.corr,
-                           log=_log)
+                           iters=args.iters, device=args.device, max_side=args.max_side, scale=args.scale,
+                           corr=args.corr, precision=precision, video=args.video, gt=args.gt, log=_log)
     return 0
 
 
@@ -59,10 +60,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     record = pipeline.run_evaluation(args.dataset, root=args.root, split=args.split, weights=args.weights,
                                      arch=args.arch, iters=args.iters, device=args.device,
                                      max_samples=args.max_samples, out=args.out, supernet=args.supernet,
-                                     calibrate_bn=args.calibrate_bn, log=_warn)
+                                     calibrate_bn=args.calibrate_bn, write_outputs=args.write_outputs, log=_warn)
     print(f"{args.dataset}: {record['pairs']} pairs, {args.iters} iterations")
     print(pd.DataFrame([record["summary"]]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"per-pair metrics: {record['per_pair_csv']}; summary and provenance: {record['summary_json']}")
+    if record["outputs"]:
+        print(f"flow pictures, EPE maps (0-{record['outputs']['max_epe_px']:g} px) and legend.png: "
+              f"{record['outputs']['folder']}")
     return 0
 
 
@@ -205,12 +209,26 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _infer_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("infer", help="estimate flow for an image pair or a folder of frames")
-    p.add_argument("images", nargs="+", help="IMG1 IMG2, or one folder of frames (consecutive pairs)")
-    p.add_argument("--out", default="flow.flo", help="output .flo/.png/.npy/.pfm (a folder for frame folders)")
-    p.add_argument("--viz", help="colour-coded flow picture (.png; a folder for frame folders)")
-    p.add_argument("--max-side", type=positive_int, metavar="N",
-                   help="downscale so the longer side is at most N px; the flow is scaled back to the input size")
+    p = sub.add_parser("infer", help="estimate flow for an image pair, a folder of frames or a video")
+    p.add_argument("images", nargs="+", help="IMG1 IMG2, one folder of frames or one video file "
+                                             "(.mp4/.avi/.mov/.mkv/.m4v/.webm): every consecutive pair")
+    p.add_argument("--out", default="flow.flo", help="output .flo/.png/.npy/.pfm (a folder for frame folders "
+                                                     "and videos: one .flo per pair)")
+    p.add_argument("--viz", help="colour-coded flow picture (.png; a folder for frame folders and videos)")
+    p.add_argument("--video", metavar="OUT.mp4", help="also write a side-by-side video: frame | colour-coded flow "
+                                                      "(mp4v; .mp4/.avi/.mov/.m4v)")
+    p.add_argument("--gt", metavar="FLOW", help="ground-truth flow of the pair (.flo/.png/.npy/.pfm): print EPE and "
+                                                "the 1/3/5 px accuracies")
+    resize = p.add_mutually_exclusive_group()
+    resize.add_argument("--max-side", type=positive_int, metavar="N",
+                        help="downscale so the longer side is at most N px; the flow is scaled back to the input size")
+    resize.add_argument("--scale", type=float, metavar="F",
+                        help="resize the frames by F (0.5 halves each side) for the model; the flow is scaled "
+                             "back to the input size")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="run under float16 autocast (CUDA devices only)")
+    precision.add_argument("--bf16", action="store_true",
+                           help="run under bfloat16 autocast (CPU, or CUDA GPUs with bf16 support)")
     p.add_argument("--corr", choices=("all-pairs", "lean"), default="all-pairs",
                    help="correlation: all-pairs (default, RAFT's volume) or lean (on-demand lookup in chunks: "
                         "same flow within 1e-4 px, a fraction of the memory, for large frames)")
@@ -231,6 +249,9 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
                                                       "re-estimated first (as training validation and search do)")
     p.add_argument("--calibrate-bn", type=non_negative_int, default=8, metavar="N",
                    help="with --supernet: pairs of the dataset (seeded choice) for BN re-estimation (default 8)")
+    p.add_argument("--write-outputs", metavar="DIR",
+                   help="write per pair prediction | ground truth on one shared scale and an EPE error map "
+                        "(PNGs), plus the colour-wheel legend.png, into DIR")
     _model_args(p)
 
 

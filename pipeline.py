@@ -11,10 +11,12 @@ calls these. Arguments are checked before any slow work (model loading, inferenc
 from __future__ import annotations
 
 import json
+import re
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from flownas.errors import UserInputError
 from flownas.fileio import atomic_write_text
@@ -49,6 +51,8 @@ def load_or_untrained(weights: str | None, arch: str | None = None, device: str 
 @dataclass
 class InferenceRecord:
     pairs: list[dict[str, Any]] = field(default_factory=list)  # first, second, flow, picture per pair
+    video: str | None = None  # the side-by-side video (frame | colour flow), when asked for
+    metrics: dict[str, float] | None = None  # EPE, px1, px3, px5, fl_all against --gt, when given
 
 
 def frame_pairs(paths: Sequence[str]) -> list[tuple[Path, Path]]:
@@ -60,58 +64,199 @@ def frame_pairs(paths: Sequence[str]) -> list[tuple[Path, Path]]:
                                  f"found {len(frames)}")
         return list(zip(frames[:-1], frames[1:]))
     if len(paths) != 2:
-        raise UserInputError(f"give two images or one folder of frames, got {len(paths)} path(s)")
+        raise UserInputError(f"give two images, one folder of frames or one video file, got {len(paths)} path(s)")
     for path in paths:
         if not Path(path).is_file():
             raise UserInputError(f"{path}: image file not found")
     return [(Path(paths[0]), Path(paths[1]))]
 
 
-def _outputs(pairs: list[tuple[Path, Path]], out: str, viz: str | None) -> list[tuple[Path, Path | None]]:
-    """Where each pair's flow and picture go; checked before inference so nothing is half written."""
-    many = len(pairs) > 1
+@dataclass
+class _Frames:
+    """What `infer` reads: image files (as pairs) or one video (streamed); checked before the model loads."""
+    pairs: list[tuple[Path, Path]] | None = None
+    video: Any = None  # flownas.data.video.VideoInfo
+
+    @property
+    def many(self) -> bool:
+        return self.video is not None or len(self.pairs) > 1
+
+    @property
+    def fps(self) -> float:
+        from flownas.data.video import DEFAULT_FPS
+
+        return self.video.fps if self.video is not None else DEFAULT_FPS
+
+    def __iter__(self) -> Iterator[tuple[str, str, str, Any, Any]]:
+        """(stem for output names, first's name, second's name, image1, image2), uint8 RGB [H,W,3] each."""
+        if self.video is not None:
+            yield from _video_pairs(self.video.path)
+            return
+        from flownas.data.flow_io import read_image
+
+        for first, second in self.pairs:
+            image1, image2 = read_image(first), read_image(second)
+            if image1.shape != image2.shape:
+                raise UserInputError(f"images differ in size (HxW): {first} is {image1.shape[0]}x{image1.shape[1]}, "
+                                     f"{second} is {image2.shape[0]}x{image2.shape[1]}")
+            yield first.stem, first.name, second.name, image1, image2
+
+
+def _video_pairs(path: str) -> Iterator[tuple[str, str, str, Any, Any]]:
+    from flownas.data.video import iter_video_frames
+
+    frames = iter_video_frames(path)
+    previous = next(frames)
+    for index, frame in enumerate(frames):
+        yield f"{index:06d}", f"frame {index}", f"frame {index + 1}", previous, frame
+        previous = frame
+
+
+def _read_frames(images: Sequence[str]) -> _Frames:
+    """One video file -> its frames (OpenCV), else `frame_pairs`."""
+    from flownas.data.video import is_video, probe_video
+
+    if len(images) == 1 and is_video(images[0]):
+        return _Frames(video=probe_video(images[0]))
+    return _Frames(pairs=frame_pairs(images))
+
+
+def _check_outputs(out: str, viz: str | None, many: bool) -> None:
+    """Output names fit the input (a folder for several pairs, a file for one); checked before inference so
+    nothing is half written."""
     if many and Path(out).suffix.lower() in FLOW_SUFFIXES:
-        raise UserInputError(f"--out {out}: a folder of frames gives one flow per pair; give a folder for --out")
+        raise UserInputError(f"--out {out}: a video or folder of frames gives one flow per pair; give a folder "
+                             "for --out")
     if many and viz and Path(viz).suffix.lower() in VIZ_SUFFIXES:
-        raise UserInputError(f"--viz {viz}: a folder of frames gives one picture per pair; give a folder for --viz")
+        raise UserInputError(f"--viz {viz}: a video or folder of frames gives one picture per pair; give a folder "
+                             "for --viz")
     if not many and Path(out).suffix.lower() not in FLOW_SUFFIXES:
         raise UserInputError(f"--out {out}: unsupported flow file type (expected {', '.join(FLOW_SUFFIXES)})")
     if not many and viz and Path(viz).suffix.lower() not in VIZ_SUFFIXES:
         raise UserInputError(f"--viz {viz}: unsupported picture type (expected {', '.join(VIZ_SUFFIXES)})")
+
+
+def _targets(stem: str, out: str, viz: str | None, many: bool) -> tuple[Path, Path | None]:
     if not many:
-        return [(Path(out), Path(viz) if viz else None)]
-    return [(Path(out) / f"{first.stem}.flo", Path(viz) / f"{first.stem}.png" if viz else None) for first, _ in pairs]
+        return Path(out), Path(viz) if viz else None
+    return Path(out) / f"{stem}.flo", Path(viz) / f"{stem}.png" if viz else None
+
+
+def _read_ground_truth(gt: str, frames: _Frames) -> tuple[Any, Any]:
+    """(flow, valid) of `--gt`, for a single pair only: one flow file cannot score several pairs."""
+    from flownas.data.flow_io import read_flow, read_image
+
+    if frames.many:
+        raise UserInputError(f"--gt {gt}: ground truth scores one image pair; give two images, not a folder "
+                             "or a video")
+    if not Path(gt).is_file():
+        raise UserInputError(f"--gt {gt}: ground-truth flow file not found")
+    flow, valid = read_flow(gt)
+    first = frames.pairs[0][0]
+    height, width = read_image(first).shape[:2]
+    if flow.shape[:2] != (height, width):
+        raise UserInputError(f"--gt {gt}: ground truth is {flow.shape[0]}x{flow.shape[1]}, {first} is "
+                             f"{height}x{width} (HxW)")
+    if not valid.any():
+        raise UserInputError(f"--gt {gt}: no valid pixel in the ground truth, metrics are undefined")
+    return flow, valid
+
+
+def _check_inference_options(iters: int, max_side: int | None, scale: float | None, precision: str,
+                             device: str) -> None:
+    from flownas.inference import check_precision, scaled_by
+    from flownas.loading import check_device
+
+    if iters < 1:
+        raise UserInputError(f"--iters {iters}: the number of update iterations must be at least 1")
+    if max_side is not None and scale is not None:
+        raise UserInputError("--max-side and --scale both resize the input: give one of them, not both")
+    if max_side is not None and max_side < 128:
+        raise UserInputError(f"--max-side {max_side}: must be at least 128 px (the correlation pyramid's minimum)")
+    scaled_by(1, 1, scale)  # a bad factor is refused here, before the model loads
+    check_device(device)
+    check_precision(precision, device)
 
 
 def run_inference(images: Sequence[str], *, weights: str | None = None, arch: str | None = None,
                   out: str = "flow.flo", viz: str | None = None, iters: int = 12, device: str = "cpu",
-                  max_side: int | None = None, corr: str = "all-pairs", log: Log = _quiet) -> InferenceRecord:
-    """Flow for an image pair (or every consecutive pair of a folder), written as flow files and pictures."""
-    from flownas.data.flow_io import read_image, write_flow
+                  max_side: int | None = None, scale: float | None = None, corr: str = "all-pairs",
+                  precision: str = "fp32", video: str | None = None, gt: str | None = None,
+                  log: Log = _quiet) -> InferenceRecord:
+    """Flow for an image pair, every consecutive pair of a folder of frames, or of a video file (OpenCV), written
+    as flow files and pictures; optionally a side-by-side video (frame | colour flow) and, for one pair, the
+    metrics against a ground-truth flow file.
+
+    scale / max_side resize the frames for the model (flow returned at the input size); precision "fp16" / "bf16"
+    runs under autocast (fp16 on CUDA only). Everything is checked before the model is loaded.
+    """
+    from flownas.data.flow_io import write_flow
+    from flownas.data.video import check_video_target
     from flownas.data.viz import save_flow_image
     from flownas.inference import estimate_flow
 
-    if iters < 1:
-        raise UserInputError(f"--iters {iters}: the number of update iterations must be at least 1")
-    if max_side is not None and max_side < 128:
-        raise UserInputError(f"--max-side {max_side}: must be at least 128 px (the correlation pyramid's minimum)")
-    pairs = frame_pairs(images)
-    targets = _outputs(pairs, out, viz)
+    _check_inference_options(iters, max_side, scale, precision, device)
+    frames = _read_frames(images)
+    _check_outputs(out, viz, frames.many)
+    ground_truth = _read_ground_truth(gt, frames) if gt else None
+    if video:
+        check_video_target(video)
     model = load_or_untrained(weights, arch, device, log)
-    record = InferenceRecord()
-    for (first, second), (flow_path, viz_path) in zip(pairs, targets):
-        image1, image2 = read_image(first), read_image(second)
-        if image1.shape != image2.shape:
-            raise UserInputError(f"images differ in size (HxW): {first} is {image1.shape[0]}x{image1.shape[1]}, "
-                                 f"{second} is {image2.shape[0]}x{image2.shape[1]}")
-        flow = estimate_flow(model, image1, image2, iters=iters, device=device, max_side=max_side, corr=corr)
-        write_flow(flow_path, flow)
-        if viz_path is not None:
-            save_flow_image(viz_path, flow)
-        record.pairs.append({"first": str(first), "second": str(second), "flow": str(flow_path),
-                             "picture": str(viz_path) if viz_path else None})
-        log(f"{first.name} -> {second.name}: flow {flow_path}" + (f", picture {viz_path}" if viz_path else ""))
+    record = InferenceRecord(video=video)
+    checked: set[tuple[int, ...]] = set()  # the memory estimate probes the encoders: once per frame size
+    with _side_by_side(video, frames.fps) as add_to_video:
+        for stem, first, second, image1, image2 in frames:
+            flow = estimate_flow(model, image1, image2, iters=iters, device=device, max_side=max_side, scale=scale,
+                                 corr=corr, precision=precision, check_memory=image1.shape not in checked)
+            checked.add(image1.shape)
+            flow_path, viz_path = _targets(stem, out, viz, frames.many)
+            write_flow(flow_path, flow)
+            if viz_path is not None:
+                save_flow_image(viz_path, flow)
+            add_to_video(image1, flow)
+            record.pairs.append({"first": first, "second": second, "flow": str(flow_path),
+                                 "picture": str(viz_path) if viz_path else None})
+            log(f"{first} -> {second}: flow {flow_path}" + (f", picture {viz_path}" if viz_path else ""))
+    if video:
+        log(f"side-by-side video ({len(record.pairs)} frames): {video}")
+    if ground_truth is not None:
+        record.metrics = _score_against(flow, *ground_truth)
+        log(_format_metrics(record.metrics, gt))
     return record
+
+
+@contextmanager
+def _side_by_side(video: str | None, fps: float) -> Iterator[Callable[[Any, Any], None]]:
+    """A function adding (frame, flow) to the side-by-side video `video` (frame | colour flow, each flow on its
+    own scale), written atomically when the block ends; a no-op without `video`."""
+    if not video:
+        yield lambda image, flow: None
+        return
+    import numpy as np
+
+    from flownas.data.video import video_writer
+    from flownas.data.viz import flow_to_color
+
+    state: dict[str, Any] = {}
+    with ExitStack() as stack:
+        def add(image: Any, flow: Any) -> None:
+            if "writer" not in state:  # the size is known at the first frame
+                height, width = image.shape[:2]
+                state["writer"] = stack.enter_context(video_writer(video, fps, height, 2 * width))
+            state["writer"].write(np.concatenate([image, flow_to_color(flow)], axis=1))
+
+        yield add
+
+
+def _score_against(flow: Any, gt_flow: Any, valid: Any) -> dict[str, float]:
+    from flownas.metrics import flow_metrics
+
+    return {**flow_metrics(flow, gt_flow, valid, layout="hwc"), "n_valid": int(valid.sum())}
+
+
+def _format_metrics(metrics: dict[str, float], gt: str) -> str:
+    return (f"against {gt} ({metrics['n_valid']} valid px): EPE {metrics['epe']:.3f} px, "
+            f"1px {100 * metrics['px1']:.1f}%, 3px {100 * metrics['px3']:.1f}%, 5px {100 * metrics['px5']:.1f}%")
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -127,11 +272,13 @@ def evaluation_paths(out: str | None, dataset: str) -> tuple[Path, Path]:
 def run_evaluation(dataset: str, *, root: str | None = None, split: str | None = None, weights: str | None = None,
                    arch: str | None = None, iters: int = 12, device: str = "cpu", max_samples: int | None = None,
                    out: str | None = None, supernet: str | None = None, calibrate_bn: int = 8,
-                   log: Log = _quiet) -> dict[str, Any]:
+                   write_outputs: str | None = None, log: Log = _quiet) -> dict[str, Any]:
     """Metrics of a model on a dataset: per-pair CSV + JSON summary with provenance; returns the summary record.
 
     With `supernet` (and `arch`), the subnet is evaluated with BN statistics re-estimated on `calibrate_bn` pairs
     of the dataset (`flownas.evaluate.evaluate_subnet`, the search's fitness).
+    With `write_outputs` (a folder), each pair also gets a picture of prediction | ground truth on one shared
+    scale and an EPE error map (`EvaluationPictures`), with the colour-wheel legend once as legend.png.
     """
     import pandas as pd
 
@@ -144,18 +291,21 @@ def run_evaluation(dataset: str, *, root: str | None = None, split: str | None =
     if max_samples is not None and max_samples < 1:
         raise UserInputError(f"--max-samples {max_samples}: must be at least 1")
     csv_path, json_path = evaluation_paths(out, dataset)
+    pictures = EvaluationPictures(write_outputs) if write_outputs else None
     data = build_dataset(dataset, root, split=split)
     if supernet is not None:
-        model, summary, rows = _evaluate_supernet(supernet, arch, weights, data, iters, device, max_samples, calibrate_bn)
+        model, summary, rows = _evaluate_supernet(supernet, arch, weights, data, iters, device, max_samples, calibrate_bn,
+                                                  pictures)
     else:
         model = load_or_untrained(weights, arch, device, log)
-        summary, rows = evaluate(model, data, iters=iters, device=device, max_samples=max_samples)
+        summary, rows = evaluate(model, data, iters=iters, device=device, max_samples=max_samples, on_sample=pictures)
     atomic_write_text(csv_path, pd.DataFrame(rows).to_csv(index=False))
     from export.onnx_export import model_identity
 
     record = {"dataset": dataset, "root": root, "split": split, "iters": iters, "weights": weights or supernet,
               "arch": arch, "bn_calibration_pairs": calibrate_bn if supernet else None,
               "pairs": len(rows), "summary": summary, "per_pair_csv": str(csv_path), "model": model.config(),
+              "outputs": pictures.record() if pictures else None,
               "provenance": provenance("evaluation", arch_id=model_identity(model), iters=iters,
                                        precision="fp32", backend=f"torch-{device}")}
     atomic_write_text(json_path, json.dumps(record, indent=2, default=str))
@@ -164,7 +314,8 @@ def run_evaluation(dataset: str, *, root: str | None = None, split: str | None =
 
 
 def _evaluate_supernet(supernet: str, arch: str | None, weights: str | None, data: Any, iters: int, device: str,
-                       max_samples: int | None, calibrate_bn: int) -> tuple[Any, dict[str, float], list[dict]]:
+                       max_samples: int | None, calibrate_bn: int,
+                       pictures: "EvaluationPictures | None" = None) -> tuple[Any, dict[str, float], list[dict]]:
     from flownas.arch import resolve_arch
     from flownas.evaluate import evaluate_subnet
     from flownas.loading import check_device
@@ -181,8 +332,56 @@ def _evaluate_supernet(supernet: str, arch: str | None, weights: str | None, dat
         raise UserInputError(f"{supernet}: not a FlowNAS supernet checkpoint (holds {model.config()['family']})")
     choice = resolve_arch(arch, model.space)
     summary, rows = evaluate_subnet(model, choice, data, iters=iters, max_samples=max_samples,
-                                    calibrate_bn=calibrate_bn, device=device, progress=True)
+                                    calibrate_bn=calibrate_bn, device=device, progress=True, on_sample=pictures)
     return model.extract(choice), summary, rows
+
+
+class EvaluationPictures:
+    """`evaluate --write-outputs DIR`: called once per scored pair (`flownas.evaluate.evaluate`'s on_sample).
+
+    Per pair, `<id>_flow.png` (prediction | ground truth, both on the ground truth's largest valid magnitude, so
+    equal colours are equal flow; pixels without ground truth black on its side) and `<id>_epe_0-<M>px.png`
+    (end-point error clipped to M px, blue 0 to red M, black where the truth is invalid); `legend.png`, the colour
+    wheel, once. The scale of each flow picture is in the record (`record()`, in the evaluation JSON).
+    """
+
+    LEGEND_SIZE = 151
+
+    def __init__(self, folder: str | Path, max_epe: float = 5.0) -> None:
+        if Path(folder).suffix.lower() in VIZ_SUFFIXES:
+            raise UserInputError(f"--write-outputs {folder}: a folder is expected (one picture per pair goes in it)")
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise UserInputError(f"--write-outputs {folder}: exists and is not a folder")
+        self.folder, self.max_epe = Path(folder), float(max_epe)
+        self.scales: dict[str, float] = {}
+
+    def _name(self, sample_id: str) -> str:
+        # dataset ids are relative paths (alley_1/frame_0001): one flat, filesystem-safe name per pair
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", sample_id).strip("._") or "pair"
+
+    @property
+    def epe_suffix(self) -> str:
+        return f"_epe_0-{self.max_epe:g}px.png"
+
+    def __call__(self, sample_id: str, image1: Any, flow: Any, flow_gt: Any, valid: Any) -> None:
+        from flownas.data.viz import colour_wheel_legend, epe_error_map, flow_comparison, save_rgb_png
+
+        pred = flow.permute(1, 2, 0).numpy()
+        gt = flow_gt.permute(1, 2, 0).numpy()
+        mask = valid.numpy().astype(bool)
+        if not self.scales:
+            save_rgb_png(self.folder / "legend.png", colour_wheel_legend(self.LEGEND_SIZE))
+        name = self._name(sample_id)
+        if name in self.scales:  # two ids that flatten to one name keep both pictures
+            name = f"{name}_{len(self.scales)}"
+        picture, scale = flow_comparison(pred, gt, mask)
+        save_rgb_png(self.folder / f"{name}_flow.png", picture)
+        save_rgb_png(self.folder / f"{name}{self.epe_suffix}", epe_error_map(pred, gt, mask, self.max_epe))
+        self.scales[name] = scale
+
+    def record(self) -> dict[str, Any]:
+        return {"folder": str(self.folder), "legend": str(self.folder / "legend.png"), "max_epe_px": self.max_epe,
+                "flow_scale_px": dict(self.scales)}
 
 
 # --------------------------------------------------------------------------------------------- architectures

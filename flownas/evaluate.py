@@ -1,13 +1,16 @@
 """Validation loops: a model over a dataset, with each benchmark's metric convention."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from .metrics import MetricAccumulator
+
+# on_sample(sample_id, image1 [3,H,W], predicted flow [2,H,W], ground truth [2,H,W], valid [H,W]), CPU tensors
+SampleCallback = Callable[[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 @torch.inference_mode()
@@ -18,11 +21,14 @@ def evaluate(
     device: str | torch.device = "cpu",
     max_samples: int | None = None,
     progress: bool = True,
+    on_sample: Optional[SampleCallback] = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Metrics over `dataset` (samples `(img1, img2, flow, valid)`); returns (summary, per-sample rows).
 
     Padding and EPE aggregation follow the dataset's `pad_mode` and `aggregation` attributes
     (Sintel: centred padding, pooled EPE; KITTI: bottom padding, EPE per image).
+    on_sample: called once per pair with what was scored (e.g. to write pictures, `evaluate --write-outputs`),
+        so outputs come from the very prediction the metrics used instead of a second run.
     """
     model = model.to(device).eval()
     pad_mode = getattr(dataset, "pad_mode", "sintel")
@@ -31,7 +37,10 @@ def evaluate(
     for index in tqdm(range(count), desc="evaluate", unit="pair", disable=not progress):
         image1, image2, flow_gt, valid = dataset[index]
         flow = model(image1[None].to(device), image2[None].to(device), iters=iters, pad_mode=pad_mode)
-        accumulator.update(flow[0].cpu(), flow_gt, valid, sample_id=_sample_id(dataset, index))
+        sample_id = _sample_id(dataset, index)
+        accumulator.update(flow[0].cpu(), flow_gt, valid, sample_id=sample_id)
+        if on_sample is not None:
+            on_sample(str(sample_id), image1, flow[0].float().cpu(), flow_gt, valid)
     return accumulator.summary(), accumulator.rows()
 
 
@@ -83,7 +92,8 @@ def calibrated_subnet(supernet: nn.Module, arch: Any, pairs: Sequence[tuple[torc
 
 def evaluate_subnet(supernet: nn.Module, arch: Any, dataset: Any, *, iters: int = 12, max_samples: int | None = None,
                     calibrate_bn: int = 8, calibration_seed: int = 0, device: str | torch.device = "cpu",
-                    progress: bool = False) -> tuple[dict[str, float], list[dict[str, Any]]]:
+                    progress: bool = False, on_sample: Optional[SampleCallback] = None,
+                    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Metrics of subnet `arch` of `supernet` on `dataset`, BN statistics re-estimated on `calibrate_bn` pairs of it.
 
     The one definition of a subnet's accuracy: `evaluate --supernet CKPT --arch A` and the search's fitness both
@@ -94,4 +104,5 @@ def evaluate_subnet(supernet: nn.Module, arch: Any, dataset: Any, *, iters: int 
 
     pairs = fixed_pairs(dataset, calibrate_bn, seed=calibration_seed) if calibrate_bn else []
     net = calibrated_subnet(supernet, arch, pairs, device=device)
-    return evaluate(net, dataset, iters=iters, device=device, max_samples=max_samples, progress=progress)
+    return evaluate(net, dataset, iters=iters, device=device, max_samples=max_samples, progress=progress,
+                    on_sample=on_sample)

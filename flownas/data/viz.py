@@ -97,3 +97,76 @@ def save_flow_image(path: PathLike, flow: np.ndarray, max_flow: Optional[float] 
     if not ok:
         raise ValueError(f"{path}: OpenCV could not encode the flow picture as PNG")
     atomic_write_bytes(path, buffer.tobytes())
+
+
+def max_valid_magnitude(flow: np.ndarray, valid: Optional[np.ndarray] = None) -> float:
+    """Largest finite flow magnitude among `valid` pixels (0.0 when there are none).
+
+    Used as the one scale a prediction and its ground truth are both drawn on: normalising each picture by
+    its own maximum would make a prediction with half the motion look just as saturated as the truth.
+    """
+    flow = np.asarray(flow, dtype=np.float64)
+    magnitude = np.sqrt((flow ** 2).sum(axis=-1))
+    mask = np.isfinite(magnitude)
+    if valid is not None:
+        mask &= np.asarray(valid, dtype=bool)
+    return float(magnitude[mask].max()) if mask.any() else 0.0
+
+
+def flow_comparison(pred: np.ndarray, gt: np.ndarray, valid: Optional[np.ndarray] = None,
+                    gap: int = 4) -> tuple[np.ndarray, float]:
+    """`uint8 [H, 2W+gap, 3]` RGB: prediction | ground truth on one shared scale, and that scale (px).
+
+    The scale is the largest magnitude of the ground truth's valid pixels (1 px when the truth is all zero),
+    so equal colours mean equal flow in both halves; a prediction beyond it is darkened (see `flow_to_color`).
+    Pixels where the truth is invalid are black in the ground-truth half only.
+    """
+    max_flow = max_valid_magnitude(gt, valid) or 1.0
+    left = flow_to_color(pred, max_flow=max_flow)
+    right = flow_to_color(gt, max_flow=max_flow, valid=valid)
+    spacer = np.full((left.shape[0], gap, 3), 255, np.uint8)
+    return np.concatenate([left, spacer, right], axis=1), max_flow
+
+
+def epe_error_map(pred: np.ndarray, gt: np.ndarray, valid: Optional[np.ndarray] = None,
+                  max_epe: float = 5.0) -> np.ndarray:
+    """`uint8 [H, W, 3]` RGB end-point-error map: EPE clipped to [0, max_epe] px through OpenCV's JET map
+    (blue = 0, red = max_epe or more); pixels without valid ground truth are black.
+
+    A fixed `max_epe` (rather than the image's own maximum) keeps maps of different pairs comparable.
+    """
+    if not max_epe > 0:
+        raise ValueError(f"epe_error_map: max_epe must be positive, got {max_epe}")
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[2] != 2:
+        raise ValueError(f"epe_error_map: pred {list(pred.shape)} and gt {list(gt.shape)} must both be [H, W, 2]")
+    epe = np.sqrt(((pred - gt) ** 2).sum(axis=2))
+    mask = np.isfinite(epe) if valid is None else np.isfinite(epe) & np.asarray(valid, dtype=bool)
+    level = np.round(np.clip(np.where(mask, epe, 0.0), 0.0, max_epe) / max_epe * 255).astype(np.uint8)
+    rgb = cv2.applyColorMap(level, cv2.COLORMAP_JET)[:, :, ::-1].copy()
+    rgb[~mask] = 0
+    return rgb
+
+
+def colour_wheel_legend(size: int = 151) -> np.ndarray:
+    """`uint8 [size, size, 3]` RGB legend of the colour coding: the flow each pixel would show if it pointed
+    from the centre to that pixel, with the circle's radius as the normalising magnitude; white outside.
+
+    Image axes match flow axes (+u right, +v down), so the legend reads directly against a flow picture.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 3:
+        raise ValueError(f"colour_wheel_legend: size must be an integer of at least 3, got {size!r}")
+    centre = (size - 1) / 2
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    flow = np.stack([(xs - centre) / centre, (ys - centre) / centre], axis=2)
+    image = flow_to_color(flow, max_flow=1.0)
+    image[np.sqrt((flow ** 2).sum(axis=2)) > 1.0] = 255
+    return image
+
+
+def save_rgb_png(path: PathLike, rgb: np.ndarray) -> None:
+    """Atomically write an RGB `uint8 [H, W, 3]` picture as PNG (OpenCV wants BGR, hence the flip)."""
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1]))
+    if not ok:
+        raise ValueError(f"{path}: OpenCV could not encode the picture as PNG")
+    atomic_write_bytes(path, buffer.tobytes())
