@@ -11,17 +11,22 @@ from .spec import DEFAULT_OPSET, ExportError, ExportSpec
 from .verify import DEFAULT_TOLERANCE_EPE, real_pair_images
 
 
-def add_export_parsers(sub: argparse._SubParsersAction) -> None:
-    export = sub.add_parser("export", help="ONNX / TensorRT export, verified against PyTorch")
-    export_sub = export.add_subparsers(dest="export_command", metavar="TARGET", required=True,
-                                       help="onnx, lint, trt or precision-sweep")
-    p = export_sub.add_parser("onnx", help="export a checkpoint or a subnet to ONNX and verify it on ONNX Runtime")
+def _model_source_args(p: argparse.ArgumentParser) -> None:
+    """The model an export starts from (checkpoint, or supernet + arch) and the graph's size and iterations."""
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", help="checkpoint (RAFT, FlowNAS subnet or supernet with --arch)")
     source.add_argument("--supernet", help="FlowNAS supernet checkpoint (needs --arch)")
     p.add_argument("--arch", help="architecture to extract from a supernet (name, id or JSON file)")
     p.add_argument("--resolution", default="384x512", help="HxW, multiples of 8 (default 384x512)")
     p.add_argument("--iters", type=int, default=12, help="update iterations unrolled in the graph (default 12)")
+
+
+def add_export_parsers(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser("export", help="ONNX / TensorRT export, verified against PyTorch")
+    export_sub = export.add_subparsers(dest="export_command", metavar="TARGET", required=True,
+                                       help="onnx, lint, trt or precision-sweep")
+    p = export_sub.add_parser("onnx", help="export a checkpoint or a subnet to ONNX and verify it on ONNX Runtime")
+    _model_source_args(p)
     p.add_argument("--out", required=True, help="output .onnx (a .json record is written beside it)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (multiples of 8)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 16-19 for TensorRT (default 17)")
@@ -37,12 +42,7 @@ def add_export_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = export_sub.add_parser("precision-sweep", help="lower one layer group at a time (int8, fp16), measure the "
                                                       "flow change and latency, propose the fastest plan")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", help="checkpoint (RAFT, FlowNAS subnet or supernet with --arch)")
-    source.add_argument("--supernet", help="FlowNAS supernet checkpoint (needs --arch)")
-    p.add_argument("--arch", help="architecture to extract from a supernet (name, id or JSON file)")
-    p.add_argument("--resolution", default="384x512", help="HxW, multiples of 8 (default 384x512)")
-    p.add_argument("--iters", type=int, default=12, help="update iterations unrolled in the graph (default 12)")
+    _model_source_args(p)
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 16-19 for TensorRT (default 17)")
     p.add_argument("--out", required=True, help="plan file to write (.json; `export onnx --precision` reads it)")
     p.add_argument("--max-epe-delta", type=float, default=0.5,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -47,11 +47,17 @@ def coordinate_convs(model: onnx.ModelProto) -> frozenset[str]:
     shape readers; the Convs met at the border are returned (by their first output's name, since ONNX
     node names are optional).
     """
+    starts = [node.input[idx] for node in model.graph.node
+              for op, idx in _POSITION_INPUTS.items() if node.op_type == op and len(node.input) > idx]
+    return convs_reaching(model, starts, _SHAPE_READERS)
+
+
+def convs_reaching(model: onnx.ModelProto, tensors: Iterable[str], stop_ops: Iterable[str]) -> frozenset[str]:
+    """Output names of the Convs met walking back from `tensors` through any node but Conv and `stop_ops`:
+    the Convs whose result reaches those tensors without passing another Conv."""
     producer = {out: node for node in model.graph.node for out in node.output}
-    stack = [node.input[idx] for node in model.graph.node
-             for op, idx in _POSITION_INPUTS.items() if node.op_type == op and len(node.input) > idx]
-    seen: set[str] = set()
-    convs: set[str] = set()
+    stop = frozenset(stop_ops)
+    stack, seen, convs = list(tensors), set(), set()
     while stack:
         tensor = stack.pop()
         if tensor in seen or tensor not in producer:
@@ -60,7 +66,7 @@ def coordinate_convs(model: onnx.ModelProto) -> frozenset[str]:
         node = producer[tensor]
         if node.op_type == "Conv":
             convs.add(node.output[0])
-        elif node.op_type not in _SHAPE_READERS:
+        elif node.op_type not in stop:
             stack.extend(name for name in node.input if name)
     return frozenset(convs)
 

@@ -151,21 +151,10 @@ def node_group(name: str) -> str | None:
 def output_convs(model: onnx.ModelProto) -> frozenset[str]:
     """Output names of the Convs whose result reaches a graph output through non-Conv nodes, not counting the
     path through a Softmax: the last iteration's flow head conv (its delta becomes the output flow)."""
-    producer = {out: node for node in model.graph.node for out in node.output}
-    stack = [value.name for value in model.graph.output]
-    seen: set[str] = set()
-    convs: set[str] = set()
-    while stack:
-        tensor = stack.pop()
-        if tensor in seen or tensor not in producer:
-            continue
-        seen.add(tensor)
-        node = producer[tensor]
-        if node.op_type == "Conv":
-            convs.add(node.output[0])
-        elif node.op_type not in ("Shape", "Size", "Softmax"):  # the mask logits may be lowered; the softmax not
-            stack.extend(name for name in node.input if name)
-    return frozenset(convs)
+    from .precision import convs_reaching
+
+    # The mask logits may be lowered; the softmax itself not: the walk stops there.
+    return convs_reaching(model, [value.name for value in model.graph.output], ("Shape", "Size", "Softmax"))
 
 
 def always_fp32_nodes(model: onnx.ModelProto) -> set[str]:
