@@ -123,13 +123,13 @@ class SubnetError:
         return self.supernet.space.restrict(arch), int(arch.to_dict().get("iters", self.iters))
 
     def __call__(self, archs: Sequence[Any]) -> list[float]:
-        from flownas.evaluate import calibrated_subnet, evaluate
+        from flownas.evaluate import evaluate_subnet
 
         errors = []
-        for arch in archs:
+        for arch in archs:  # evaluate_subnet: what `evaluate --supernet` computes, with the pairs drawn once
             encoders, iters = self.split(arch)
-            net = calibrated_subnet(self.supernet, encoders, self.pairs, device=self.device)
-            summary, _ = evaluate(net, self.dataset, iters=iters, device=self.device, progress=False)
+            summary, _ = evaluate_subnet(self.supernet, encoders, self.dataset, iters=iters, device=self.device,
+                                         pairs=self.pairs)
             errors.append(float(summary["epe"]))
             self.evaluated += 1
         return errors

@@ -93,6 +93,7 @@ def calibrated_subnet(supernet: nn.Module, arch: Any, pairs: Sequence[tuple[torc
 def evaluate_subnet(supernet: nn.Module, arch: Any, dataset: Any, *, iters: int = 12, max_samples: int | None = None,
                     calibrate_bn: int = 8, calibration_seed: int = 0, device: str | torch.device = "cpu",
                     progress: bool = False, on_sample: Optional[SampleCallback] = None,
+                    pairs: Optional[Sequence[tuple[torch.Tensor, ...]]] = None,
                     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Metrics of subnet `arch` of `supernet` on `dataset`, BN statistics re-estimated on `calibrate_bn` pairs of it.
 
@@ -102,7 +103,8 @@ def evaluate_subnet(supernet: nn.Module, arch: Any, dataset: Any, *, iters: int 
     """
     from .data.stream import fixed_pairs
 
-    pairs = fixed_pairs(dataset, calibrate_bn, seed=calibration_seed) if calibrate_bn else []
+    if pairs is None:  # callers scoring many subnets pass the same pairs once drawn (the search's fitness)
+        pairs = fixed_pairs(dataset, calibrate_bn, seed=calibration_seed) if calibrate_bn else []
     net = calibrated_subnet(supernet, arch, pairs, device=device)
     return evaluate(net, dataset, iters=iters, device=device, max_samples=max_samples, progress=progress,
                     on_sample=on_sample)
