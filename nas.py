@@ -8,9 +8,13 @@
    given: latency from the table (`latency_tables.search_latency.TableLatency`), error = the subnet's EPE with
    inherited weights after BN re-estimation (`flownas.evaluate.evaluate_subnet`, exactly what
    `evaluate --supernet CKPT --arch A --dataset D --max-samples N --iters I` computes), cached per id.
+   With `precision_tables` (one table per precision, `lut build --precision int8`) a `bits` gene trades precision
+   for latency: each candidate is predicted on its precision's table, and its error is its FP32 EPE plus the flow
+   change that precision caused on the largest subnet (measured once, `precision_penalties`).
 2. **Hardware in the loop**: the K lowest-error feasible architectures are extracted (BN re-estimated), exported
-   to verified ONNX at the table's resolution and measured end to end on the table's backend, interleaved in one
-   run. Re-ranked by EPE among those whose *measured* latency meets the budget; predictions more than 10% off are
+   to verified ONNX at the table's resolution (a reduced-precision finalist in its precision, refused above
+   `max_epe_delta`, its EPE re-measured as FP32 EPE + its own flow change) and measured end to end on the table's
+   backend, interleaved in one run. Re-ranked by EPE among those whose *measured* latency meets the budget; predictions more than 10% off are
    flagged. If none meets the budget the run fails (exit 2) with the measurements written, never a wrong answer.
 3. **Outputs** in `out`: best.json, best.pt, finalists.csv, references.csv (the chosen network beside the
    largest, smallest and released subnets at its iteration count, measured in one run), pareto.csv, pareto.png,
@@ -22,11 +26,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from flownas.errors import ToolkitError, UserInputError
 
@@ -58,6 +63,8 @@ class SearchRequest:
     calibrate_bn: int = 8
     iters: int = 12
     iters_choices: Sequence[int] | None = None
+    precision_tables: Mapping[str, str] | None = None  # precision -> table folder: searches a `bits` gene too
+    max_epe_delta: float = 0.5       # finalists at reduced precision: flow change (px) allowed against fp32
     population: int = 50
     generations: int = 20
     seed: int = 0
@@ -83,7 +90,9 @@ class SearchRequest:
             raise UserInputError("generations and calibrate_bn must not be negative")
         if self.iters_choices is not None and (not self.iters_choices or min(self.iters_choices) < 1):
             raise UserInputError(f"--iters-choices {self.iters_choices}: positive iteration counts expected")
-        for path, what in ((self.supernet, "supernet checkpoint"), (self.table, "latency table folder")):
+        tables = [(path, f"{precision} latency table folder") for precision, path in
+                  (self.precision_tables or {}).items()]
+        for path, what in ((self.supernet, "supernet checkpoint"), (self.table, "latency table folder"), *tables):
             if not Path(path).exists():
                 raise UserInputError(f"{path}: {what} not found")
 
@@ -106,7 +115,12 @@ class SearchRecord:
 
 
 class SubnetError:
-    """`ErrorFn`: EPE of each architecture's subnet (BN re-estimated), pairs generated once and kept in memory."""
+    """`ErrorFn`: EPE of each architecture's subnet (BN re-estimated), pairs generated once and kept in memory.
+
+    An architecture with a reduced-precision gene adds `penalty[precision]`: the flow change (px) that precision
+    caused on a reference subnet (`precision_penalties`), a bound on its EPE change, since |EPE_q - EPE_fp32| <=
+    mean |flow_q - flow_fp32|. The finalists replace it by their own measured change.
+    """
 
     def __init__(self, supernet: Any, dataset: Any, *, iters: int, max_samples: int, calibrate_bn: int,
                  device: str = "cpu") -> None:
@@ -116,6 +130,7 @@ class SubnetError:
         self.max_samples, self.calibrate_bn = min(max_samples, len(dataset)), calibrate_bn
         self.dataset = InMemory(dataset, self.max_samples)
         self.pairs = fixed_pairs(dataset, calibrate_bn, seed=0) if calibrate_bn else []
+        self.penalty: dict[str, float] = {}
         self.evaluated = 0
 
     def split(self, arch: Any) -> tuple[Any, int]:
@@ -124,13 +139,14 @@ class SubnetError:
 
     def __call__(self, archs: Sequence[Any]) -> list[float]:
         from flownas.evaluate import evaluate_subnet
+        from latency_tables.search_latency import precision_of
 
         errors = []
         for arch in archs:  # evaluate_subnet: what `evaluate --supernet` computes, with the pairs drawn once
             encoders, iters = self.split(arch)
             summary, _ = evaluate_subnet(self.supernet, encoders, self.dataset, iters=iters, device=self.device,
                                          pairs=self.pairs)
-            errors.append(float(summary["epe"]))
+            errors.append(float(summary["epe"]) + self.penalty.get(precision_of(arch), 0.0))
             self.evaluated += 1
         return errors
 
@@ -155,6 +171,41 @@ class InMemory:
         return self.ids[index]
 
 
+def _precision_tables(request: SearchRequest, table: Any) -> dict[str, Any]:
+    """The tables of the other precisions, each refused unless its manifest holds that precision."""
+    from latency_tables.predictor import LatencyTable
+
+    return {precision: LatencyTable.load(path, precision=precision, backend=request.backend,
+                                         force=request.force_table)
+            for precision, path in (request.precision_tables or {}).items()
+            if precision != table.manifest.get("precision")}
+
+
+def precision_penalties(fitness: SubnetError, precisions: Sequence[str], table: Any, iters: int, workdir: Path,
+                        log: Log = _quiet) -> dict[str, float]:
+    """Flow change (px, worst pair) each reduced precision causes on the supernet's largest subnet at the table's
+    resolution: exported, lowered uniformly (INT8 calibrated on synthetic pairs) and run on ONNX Runtime against
+    the PyTorch FP32 flow (`export.precision_export`). Measured once per search; the finalists measure their own."""
+    from export.precision_export import export_precision_onnx
+    from export.precision_plan import PrecisionPlan
+    from export.spec import ExportSpec
+    from flownas.evaluate import calibrated_subnet
+
+    penalties = {}
+    reference = fitness.supernet.space.largest()
+    net = calibrated_subnet(fitness.supernet, reference, fitness.pairs).cpu()
+    spec = ExportSpec(table.height, table.width, iters=iters, batch=table.batch)
+    for precision in precisions:
+        if precision == "fp32":
+            continue
+        path = workdir / f"penalty-{precision}.onnx"
+        result = export_precision_onnx(net, path, spec, PrecisionPlan.uniform(precision), max_epe_delta=math.inf)
+        penalties[precision] = float(result.check.max_epe_delta)
+        log(f"precision gene: {precision} changes the flow of the largest subnet by {penalties[precision]:.3f} px "
+            "(added to the EPE of every candidate in that precision)")
+    return penalties
+
+
 def _load(request: SearchRequest) -> tuple[Any, Any, str, int | None]:
     from flownas.models import FlowNASSupernet
     from flownas.weights import load_model
@@ -173,12 +224,17 @@ def _load(request: SearchRequest) -> tuple[Any, Any, str, int | None]:
     return supernet, table, backend, threads
 
 
-def _space(supernet: Any, request: SearchRequest) -> Any:
-    if not request.iters_choices:
-        return supernet.space
+def _space(supernet: Any, request: SearchRequest, latency: Any = None) -> Any:
+    """The supernet's space plus the `iters` gene (iters_choices) and the `bits` gene (several precisions)."""
     from flownas.genes import Gene
+    from latency_tables.search_latency import precision_gene
 
-    return supernet.space.with_genes(Gene("iters", "i", "global", tuple(sorted(set(request.iters_choices)))))
+    genes = []
+    if request.iters_choices:
+        genes.append(Gene("iters", "i", "global", tuple(sorted(set(request.iters_choices)))))
+    if latency is not None and len(latency.precisions) > 1:
+        genes.append(precision_gene(latency.precisions))
+    return supernet.space.with_genes(*genes) if genes else supernet.space
 
 
 def _search_config(request: SearchRequest) -> Any:
@@ -199,51 +255,85 @@ def _finalists(result: Any, count: int) -> list[tuple[str, float, float]]:
 
 
 def measure_finalists(fitness: SubnetError, space: Any, finalists: list[tuple[str, float, float]], table: Any,
-                      backend: str, threads: int | None, workdir: Path, log: Log = _quiet) -> list[dict[str, Any]]:
-    """Export each finalist (trained weights, BN re-estimated, verified ONNX) and time them interleaved."""
+                      backend: str, threads: int | None, workdir: Path, log: Log = _quiet,
+                      max_epe_delta: float = 0.5) -> list[dict[str, Any]]:
+    """Export each finalist (trained weights, BN re-estimated, verified ONNX; a reduced-precision finalist in its
+    precision, refused above `max_epe_delta` px of flow change) and time them interleaved."""
     from bench.protocol import TimingConfig, compare, make_feeds
     from bench.runners import make_runner
-    from export.spec import ExportSpec
-    from export.workflow import export_verified_onnx
     from flownas.arch import ArchConfig
-    from flownas.evaluate import calibrated_subnet
 
     workdir.mkdir(parents=True, exist_ok=True)
     runners, rows = {}, []
     for rank, (arch_id, predicted, error) in enumerate(finalists):
-        arch = ArchConfig.from_id(arch_id, space)
-        encoders, iters = fitness.split(arch)
-        net = calibrated_subnet(fitness.supernet, encoders, fitness.pairs).cpu()
-        path = workdir / f"{rank}-{arch_id}.onnx"
-        if not path.is_file():
-            log(f"hardware in the loop: exporting finalist {rank + 1}/{len(finalists)} {arch_id}")
-            export_verified_onnx(net, path, ExportSpec(table.height, table.width, iters=iters, batch=table.batch),
-                                 source=str(fitness.supernet.__class__.__name__))
-        row = {"rank_by_error": rank, "arch_id": arch_id, "iters": iters, "epe": error, "predicted_ms": predicted,
-               "onnx": str(path), "engine": None}
-        if backend == "trt":  # TensorRT times engines: one verified fp32 engine per finalist
-            from export.tensorrt import build_verified_engine
-
-            row["engine"] = str(path.with_suffix(".engine"))
-            if not Path(row["engine"]).is_file():
-                build_verified_engine(path, row["engine"], precision="fp32")
-        runners[arch_id] = make_runner(backend, onnx=path, engine=row["engine"], threads=threads, model_name=arch_id)
+        log(f"hardware in the loop: finalist {rank + 1}/{len(finalists)} {arch_id}")
+        row = _export_finalist(fitness, ArchConfig.from_id(arch_id, space), rank, predicted, error, table, backend,
+                               workdir, max_epe_delta)
         rows.append(row)
+        if row.get("refused"):
+            log(f"  refused: {row['refused']}")
+            continue
+        runners[arch_id] = make_runner(backend, onnx=row["onnx"], engine=row["engine"], threads=threads,
+                                       model_name=arch_id)
     log(f"measuring {len(runners)} finalists end to end on {backend}, interleaved")
-    results = compare(runners, make_feeds(table.height, table.width, table.batch), TimingConfig(runs=10,
-                                                                                            duration_s=2.0))
+    results = compare(runners, make_feeds(table.height, table.width, table.batch),
+                      TimingConfig(runs=10, duration_s=2.0)) if runners else {}
     for row in rows:
+        if row["arch_id"] not in results:
+            row.update(measured_ms=math.inf, measured_cv=None, error_pct=math.nan)
+            continue
         stats = results[row["arch_id"]].stats
         row.update(measured_ms=stats.median_ms, measured_cv=stats.cv,
                    error_pct=100.0 * (row["predicted_ms"] - stats.median_ms) / stats.median_ms)
     return rows
 
 
+def _export_finalist(fitness: SubnetError, arch: Any, rank: int, predicted: float, error: float, table: Any,
+                     backend: str, workdir: Path, max_epe_delta: float) -> dict[str, Any]:
+    """One finalist's verified ONNX file (and engine on trt) and its row; at reduced precision the EPE is the
+    fp32 EPE plus the flow change measured on this very network (replacing the search's estimate)."""
+    from export.spec import ExportSpec
+    from export.verify import VerificationError
+    from export.workflow import export_verified_onnx
+    from flownas.evaluate import calibrated_subnet
+    from latency_tables.search_latency import precision_of
+
+    encoders, iters = fitness.split(arch)
+    precision = precision_of(arch, table.manifest.get("precision", "fp32"))
+    net = calibrated_subnet(fitness.supernet, encoders, fitness.pairs).cpu()
+    path = workdir / f"{rank}-{arch.id}.onnx"
+    spec = ExportSpec(table.height, table.width, iters=iters, batch=table.batch)
+    epe_fp32 = error - fitness.penalty.get(precision, 0.0)
+    row = {"rank_by_error": rank, "arch_id": arch.id, "iters": iters, "precision": precision, "epe": error,
+           "epe_fp32": epe_fp32, "epe_delta": 0.0, "predicted_ms": predicted, "onnx": str(path), "engine": None}
+    if precision == "fp32":
+        if not path.is_file():
+            export_verified_onnx(net, path, spec, source=str(fitness.supernet.__class__.__name__))
+    else:
+        from export.precision_export import export_precision_onnx
+        from export.precision_plan import PrecisionPlan
+
+        try:
+            result = export_precision_onnx(net, path, spec, PrecisionPlan.uniform(precision),
+                                           max_epe_delta=max_epe_delta)
+        except VerificationError as exc:
+            row.update(refused=str(exc), epe=math.inf)
+            return row
+        row.update(epe_delta=result.check.max_epe_delta, epe=epe_fp32 + result.check.max_epe_delta)
+    if backend == "trt":  # TensorRT times engines: one verified engine per finalist, in its precision
+        from export.tensorrt import build_verified_engine
+
+        row["engine"] = str(path.with_suffix(".engine"))
+        if not Path(row["engine"]).is_file():
+            build_verified_engine(path, row["engine"], precision="fp32")
+    return row
+
+
 def _choose(rows: list[dict[str, Any]], budget_ms: float) -> list[dict[str, Any]]:
     """Flag bad predictions, drop what misses the budget when measured, re-rank by EPE then measured latency."""
     for row in rows:
-        row["flagged"] = abs(row["error_pct"]) > FLAG_ERROR_PCT
-        row["within_budget"] = row["measured_ms"] <= budget_ms
+        row["flagged"] = bool(abs(row["error_pct"]) > FLAG_ERROR_PCT)  # NaN (refused, not measured): False
+        row["within_budget"] = row["measured_ms"] <= budget_ms and not row.get("refused")
     kept = sorted((r for r in rows if r["within_budget"]), key=lambda r: (r["epe"], r["measured_ms"]))
     for position, row in enumerate(kept):
         row["final_rank"] = position
@@ -302,7 +392,7 @@ def measure_references(fitness: SubnetError, latency: Any, space: Any, best: dic
     archs = [ArchConfig.from_id(arch_id, space) for _, arch_id in names]
     entries = [(best["arch_id"], best["predicted_ms"], best["epe"])]
     entries += [(a.id, p, e) for a, p, e in zip(archs, latency(archs), fitness(archs)) if a.id != best["arch_id"]]
-    rows = measure_finalists(fitness, space, entries, table, backend, threads, workdir, log)
+    rows = measure_finalists(fitness, space, entries, table, backend, threads, workdir, log, math.inf)
     labels = {arch_id: name for name, arch_id in names}
     for row in rows:
         if row["arch_id"] != best["arch_id"]:
@@ -353,17 +443,20 @@ def run_search(request: SearchRequest, log: Log = _quiet) -> SearchRecord:
     out = Path(request.out)
     out.mkdir(parents=True, exist_ok=True)
     supernet, table, backend, threads = _load(request)
-    space = _space(supernet, request)
-    latency = TableLatency(table, default_iters=request.iters)
+    latency = TableLatency(table, default_iters=request.iters, precision_tables=_precision_tables(request, table))
+    space = _space(supernet, request, latency)
     dataset = build_dataset(request.val, request.root, split=request.split)
     fitness = SubnetError(supernet, dataset, iters=request.iters, max_samples=request.val_samples,
                           calibrate_bn=request.calibrate_bn, device=request.device)
+    if len(latency.precisions) > 1:
+        fitness.penalty = precision_penalties(fitness, latency.precisions, table, request.iters, out / "precision",
+                                              log)
     log(f"searching {space.size():,} architectures under {request.budget_ms:g} ms ({backend}, "
         f"{table.height}x{table.width}), fitness: EPE on {fitness.max_samples} {request.val} pairs")
     result = evolve(space, latency, fitness, _search_config(request), state_path=out / "search_state.json",
                     resume=request.resume, progress=request.progress)
     rows = measure_finalists(fitness, space, _finalists(result, request.finalists), table, backend, threads,
-                             out / "finalists", log)
+                             out / "finalists", log, request.max_epe_delta)
     kept = _choose(rows, request.budget_ms)
     _write_csv(out / "finalists.csv", rows)
     pareto = _pareto_rows(result, space, request.iters)
@@ -388,7 +481,7 @@ def run_search(request: SearchRequest, log: Log = _quiet) -> SearchRecord:
     atomic_write_text(out / "search.json", json.dumps({
         "record": record.to_dict(), "request": asdict(request),
         "provenance": provenance("search", arch_id=best["arch_id"], resolution=[table.height, table.width],
-                                 iters=best["iters"], precision=table.manifest.get("precision"), backend=backend,
+                                 iters=best["iters"], precision=best["precision"], backend=backend,
                                  device=table.manifest.get("device"))}, indent=1, default=str))
     return record
 
@@ -409,6 +502,7 @@ def _write_best(out: Path, fitness: SubnetError, space: Any, best: dict[str, Any
                                            "search": {k: best[k] for k in ("predicted_ms", "measured_ms", "epe")}})
     atomic_write_text(out / "best.json", json.dumps({
         "arch": encoders.to_dict(), "id": encoders.id, "search_id": best["arch_id"], "iters": iters,
+        "precision": best["precision"], "epe_delta": best["epe_delta"],
         "predicted_ms": best["predicted_ms"], "measured_ms": best["measured_ms"], "epe": best["epe"],
         "budget_ms": request.budget_ms, "backend": backend, "table": request.table,
         "val": {"dataset": request.val, "root": request.root, "samples": fitness.max_samples,
@@ -416,7 +510,7 @@ def _write_best(out: Path, fitness: SubnetError, space: Any, best: dict[str, Any
         "recheck": f"flownas evaluate --supernet {request.supernet} --arch {encoders.id} --dataset {request.val} "
                    f"--max-samples {fitness.max_samples} --iters {iters} --calibrate-bn {request.calibrate_bn}",
         "provenance": provenance("search-best", arch_id=encoders.id, resolution=[table.height, table.width],
-                                 iters=iters, precision=table.manifest.get("precision"), backend=backend,
+                                 iters=iters, precision=best["precision"], backend=backend,
                                  device=table.manifest.get("device"))}, indent=1))
     return {"best_json": str(out / "best.json"), "best_pt": str(out / "best.pt")}
 

@@ -23,7 +23,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -118,18 +118,20 @@ def _pair_at(dataset: Any, index: int, height: int, width: int) -> tuple[np.ndar
     return np.ascontiguousarray(image1), np.ascontiguousarray(image2)
 
 
-def calibration_reader(pairs: Sequence[Pair]) -> Any:
-    """An `onnxruntime.quantization.CalibrationDataReader` feeding `image1`/`image2` of each pair once, in order."""
+def calibration_reader(feeds: Sequence[Mapping[str, np.ndarray]]) -> Any:
+    """An `onnxruntime.quantization.CalibrationDataReader` feeding each input dict once, in order
+    (`flow_feeds(image1, image2)` for flow graphs)."""
     from onnxruntime.quantization import CalibrationDataReader
 
-    class _FlowPairs(CalibrationDataReader):
+    class _Feeds(CalibrationDataReader):
         def __init__(self) -> None:
-            self._feeds: Iterator[dict[str, np.ndarray]] = (flow_feeds(a, b) for _, a, b in pairs)
+            self._feeds: Iterator[Mapping[str, np.ndarray]] = iter(feeds)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._feeds, None)
+            feed = next(self._feeds, None)
+            return None if feed is None else dict(feed)
 
-    return _FlowPairs()
+    return _Feeds()
 
 
 def modelopt_available() -> bool:
@@ -145,16 +147,30 @@ def apply_plan(model: onnx.ModelProto, plan: PrecisionPlan, pairs: Sequence[Pair
     Returns a new model; `model` is not changed. INT8 needs calibration `pairs`.
     """
     check_plan_writable(plan)
+    if "int8" in plan.precisions() and not pairs:
+        raise CalibrationError(f"plan {plan.name}: INT8 groups need calibration pairs, none given")
+    feeds = [flow_feeds(a, b) for _, a, b in pairs or ()]
+    return lower_nodes(model, node_precisions(model, plan), feeds, method, plan.to_dict()["groups"])
+
+
+def lower_nodes(model: onnx.ModelProto, precisions: Mapping[str, str], feeds: Sequence[Mapping[str, np.ndarray]],
+                method: str = "minmax", plan_groups: Mapping[str, str] | None = None) -> onnx.ModelProto:
+    """`model` with the nodes `precisions` names as "int8" quantized (Q/DQ, calibrated on `feeds`, one dict of
+    graph inputs each) and those named "fp16" cast; every other node stays FP32. The graph's metadata records
+    `plan_groups`. Any FP32 graph works (whole flow models, latency-table key graphs); returns a new model."""
+    wanted = set(precisions.values())
+    if "bf16" in wanted:
+        raise PrecisionPlanError("bf16 nodes cannot be written: use fp16 (see export.quantize)")
     result = model
-    if "int8" in plan.precisions():
-        if not pairs:
-            raise CalibrationError(f"plan {plan.name}: INT8 groups need calibration pairs, none given")
-        result = quantize_int8(result, plan, pairs, method)
-    if "fp16" in plan.precisions():
-        result = convert_fp16(result, plan)
+    if "int8" in wanted:
+        if not feeds:
+            raise CalibrationError("INT8 nodes need calibration inputs, none given")
+        result = quantize_int8(result, precisions, feeds, method)
+    if "fp16" in wanted:
+        result = convert_fp16(result, precisions)
     out = onnx.ModelProto()
     out.CopyFrom(result)
-    _set_props(out, {PLAN_KEY: plan.to_dict()["groups"]})
+    _set_props(out, {PLAN_KEY: dict(plan_groups or {})})
     return out
 
 
@@ -166,17 +182,17 @@ def check_plan_writable(plan: PrecisionPlan) -> None:
             "bfloat16 only from opset 22, TensorRT needs opset <= 19, and ONNX Runtime CPU has no bf16 Conv; use fp16")
 
 
-def quantize_int8(model: onnx.ModelProto, plan: PrecisionPlan, pairs: Sequence[Pair],
+def quantize_int8(model: onnx.ModelProto, precisions: Mapping[str, str], feeds: Sequence[Mapping[str, np.ndarray]],
                   method: str = "minmax") -> onnx.ModelProto:
-    """Symmetric INT8 Q/DQ on the Convs of the plan's INT8 groups (ONNX Runtime static quantization)."""
+    """Symmetric INT8 Q/DQ on the Convs `precisions` marks "int8" (ONNX Runtime static quantization)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     if method not in CALIBRATION_METHODS:
         raise CalibrationError(f"calibration method {method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                  "entropy": CalibrationMethod.Entropy}[method]
-    precisions = node_precisions(model, plan)
-    exclude = sorted(name for name, precision in precisions.items() if precision != "int8")
+    names = {node.name for node in model.graph.node if node.name}
+    exclude = sorted(name for name in names if precisions.get(name, "fp32") != "int8")
     with tempfile.TemporaryDirectory(prefix="flownas-quant-") as tmp:
         src, pre, out = (Path(tmp) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         onnx.save(model, str(src))
@@ -192,7 +208,7 @@ def quantize_int8(model: onnx.ModelProto, plan: PrecisionPlan, pairs: Sequence[P
             "DedicatedQDQPair": True,
         }
         with contextlib.redirect_stdout(io.StringIO()):  # ONNX Runtime prints histogram progress; we stay quiet
-            quantize_static(str(pre), str(out), calibration_reader(pairs), quant_format=QuantFormat.QDQ,
+            quantize_static(str(pre), str(out), calibration_reader(feeds), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=exclude, calibrate_method=calibrate, extra_options=options)
@@ -240,11 +256,10 @@ def _drop_dead(model: onnx.ModelProto, op_types: tuple[str, ...]) -> None:
     graph.initializer.extend(keep)
 
 
-def convert_fp16(model: onnx.ModelProto, plan: PrecisionPlan) -> onnx.ModelProto:
-    """The Convs (and their following activation) of the plan's FP16 groups in FP16 with explicit casts."""
+def convert_fp16(model: onnx.ModelProto, precisions: Mapping[str, str]) -> onnx.ModelProto:
+    """The Convs (and their following activation) `precisions` marks "fp16", in FP16 with explicit casts."""
     from .precision import to_fp16_strongly_typed
 
-    precisions = node_precisions(model, plan)
     lowered = {name for name, precision in precisions.items() if precision == "fp16"}
     # Convs fed by a DequantizeLinear are INT8; keep_fp32 also keeps every Conv outside the FP16 groups.
     return to_fp16_strongly_typed(model, keep_fp32=lambda node: node.name not in lowered)

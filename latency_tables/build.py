@@ -23,7 +23,7 @@ from flownas.fileio import atomic_path
 from bench.protocol import TimingConfig
 
 from .keys import all_keys
-from .measure import DEFAULT_CONFIG, measure_keys
+from .measure import DEFAULT_CONFIG, LatencyTableError, measure_keys
 from .predictor import LatencyTable
 from .table import TABLE_CSV, assemble, write_key_graphs
 
@@ -31,22 +31,35 @@ SLOWEST = 10
 
 
 def build_keys(space: SearchSpace | None, height: int, width: int, out_dir: str | os.PathLike, batch: int = 1,
-               decoder: Any = None) -> Path:
+               decoder: Any = None, precision: Any = None) -> Path:
     """Every key of `space` (default FlowNAS) at `height` x `width` and `batch`, as ONNX graphs + manifest.json in
-    `out_dir`; `decoder` a DecoderSpec (default RAFT large). Returns the key folder. Needs torch."""
+    `out_dir`; `decoder` a DecoderSpec (default RAFT large); `precision`: "fp32" (default), "fp16", "int8", a
+    plan file or an `export.precision_plan.PrecisionPlan` -- the keys' graphs are lowered by it. Returns the key
+    folder. Needs torch."""
     space = space or SearchSpace.flownas()
     if decoder is None:
         from flownas.models import RAFT_LARGE  # torch: exporting the graphs needs it anyway
 
         decoder = RAFT_LARGE
     keys = all_keys(space, height, width, batch, decoder)
-    return write_key_graphs(keys, out_dir, decoder, space)
+    return write_key_graphs(keys, out_dir, decoder, space, plan=as_plan(precision))
+
+
+def as_plan(precision: Any) -> Any:
+    """A PrecisionPlan from "fp32"/"fp16"/"int8", a plan .json path or a plan (None stays None: fp32)."""
+    if precision is None or not isinstance(precision, (str, os.PathLike)):
+        return precision
+    from export.precision_plan import parse_precision
+
+    return parse_precision(str(precision))
 
 
 def build_table(space: SearchSpace | None, height: int, width: int, out_dir: str | os.PathLike,
                 backend: str = "ort-cpu", config: TimingConfig | None = None, threads: int | None = None,
-                log: Callable[[str], None] | None = None, batch: int = 1, decoder: Any = None) -> Path:
-    """`build_keys`, `measure_keys` on `backend`, then `assemble`: returns the folder holding table.csv/json.
+                log: Callable[[str], None] | None = None, batch: int = 1, decoder: Any = None,
+                precision: Any = None) -> Path:
+    """`build_keys` (at `precision`), `measure_keys` on `backend`, then `assemble`: returns the folder holding
+    table.csv/json.
 
     Resumable: re-running with the same arguments keeps written graphs and measured rows. `log` receives one line
     per step and per measured graph (latencies in ms)."""
@@ -54,7 +67,11 @@ def build_table(space: SearchSpace | None, height: int, width: int, out_dir: str
     from .key_runners import check_backend
 
     check_backend(backend)  # a missing runtime or device is refused before minutes of exporting
-    folder = build_keys(space, height, width, out_dir, batch, decoder)
+    plan = as_plan(precision)
+    if plan is not None and plan.precisions() != {"fp32"} and backend.startswith("torch"):
+        raise LatencyTableError(f"--precision {plan.name}: backend {backend} times PyTorch modules in fp32; "
+                                "build reduced-precision tables on an ort-* backend or trt")
+    folder = build_keys(space, height, width, out_dir, batch, decoder, plan)
     say(f"keys written to {folder}")
 
     def progress(graph: str, stats: dict[str, float]) -> None:

@@ -58,7 +58,15 @@ def _add_keys(sub: Any) -> None:
     p.add_argument("--space", default=None, metavar="FILE", help="search space JSON/YAML (default: FlowNAS)")
     p.add_argument("--resolution", required=True, type=parse_resolution, metavar="HxW", help="image size, e.g. 384x512")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size the keys run at (default 1)")
+    _precision_arg(p)
     p.add_argument("--out", required=True, metavar="DIR", help="key folder to write (resumes if it exists)")
+
+
+def _precision_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", default="fp32", metavar="P",
+                   help="fp32 (default), fp16, int8 or a plan .json (export precision-sweep): each key graph is "
+                        "lowered as the exported network would be; the table records it and the predictor "
+                        "refuses it for another precision")
 
 
 def _add_measure(sub: Any) -> None:
@@ -81,6 +89,7 @@ def _add_build(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder of the keys and the table")
     p.add_argument("--space", default=None, metavar="FILE", help="search space JSON/YAML (default: FlowNAS)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size the keys run at (default 1)")
+    _precision_arg(p)
     _timing_args(p)
 
 
@@ -134,7 +143,7 @@ def _log(line: str) -> None:
 def _run_keys(args: argparse.Namespace) -> int:
     from .build import build_keys
 
-    folder = build_keys(_space(args.space), *args.resolution, args.out, batch=args.batch)
+    folder = build_keys(_space(args.space), *args.resolution, args.out, batch=args.batch, precision=args.precision)
     print(f"key graphs written to {folder}")
     return 0
 
@@ -159,7 +168,7 @@ def _run_build(args: argparse.Namespace) -> int:
     from .build import build_table
 
     out = build_table(_space(args.space), *args.resolution, args.out, args.backend, _config(args), args.threads,
-                      log=_log, batch=args.batch)
+                      log=_log, batch=args.batch, precision=args.precision)
     print(f"table written to {out}")
     return 0
 

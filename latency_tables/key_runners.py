@@ -73,7 +73,9 @@ def _engine_factory(key_dir: Path, gpu: Mapping[str, Any]) -> RunnerFactory:
     from .trt_engines import ensure_engine
 
     def make(graph: str, role: str, file: str, entry: Mapping[str, Any]) -> Any:
-        return EngineRunner(ensure_engine(key_dir, file, dict(gpu)), precision="fp32", name=graph)
+        precision = "fp32" if role == "empty" else entry["key"].get("precision", "fp32")
+        return EngineRunner(ensure_engine(key_dir, file, dict(gpu), precision=precision), precision=precision,
+                            name=graph)
 
     return make
 

@@ -14,8 +14,8 @@ can feed each stage, never by enumerating architectures.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterator
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Iterable, Iterator, Mapping
 
 from flownas.arch import ArchConfig, BlockSpec, SearchSpace, mid_channels
 
@@ -23,6 +23,11 @@ KINDS = ("stem", "block", "head", "prologue", "step")
 ENCODERS = {"fnet": "instance", "cnet": "batch"}  # encoder -> its norm (FlowNASNet builds them so)
 STEM_KERNEL, STEM_STRIDE = 7, 2
 UPSAMPLE = 8  # encoder output stride = decoder's upsampling factor
+DEFAULT_PRECISION = "fp32"
+# The precision-plan group (export.precision_plan.GROUPS) of each encoder key kind; decoder keys hold several.
+KIND_GROUPS = {"stem": ("stem",), "block": ("encoder_blocks",), "head": ("encoder_head",),
+               "prologue": ("motion_encoder", "gru", "flow_head", "mask_head"),
+               "step": ("motion_encoder", "gru", "flow_head", "mask_head")}
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,18 @@ class Key:
     width: int
     shortcut: bool
     batch: int
+    precision: str = "fp32"  # what the unit's convolutions run in (fp32, fp16, int8): export.precision_plan
 
     @property
     def id(self) -> str:
-        """A stable readable string that determines the key (every field is in it)."""
+        """A stable readable string that determines the key (every field is in it; fp32 adds nothing)."""
+        suffix = "" if self.precision == DEFAULT_PRECISION else f".{self.precision}"
+        return self.unit_id + suffix
+
+    @property
+    def unit_id(self) -> str:
+        """The id without the precision: the unit itself, as an architecture's keys name it. One table holds one
+        precision, so the predictor looks rows up by this."""
         size = f"{self.height}x{self.width}.b{self.batch}"
         if self.kind in ("prologue", "step"):
             return f"decoder.{self.kind}.f{self.in_channels}.h{self.mid_channels}.c{self.out_channels}.{size}"
@@ -95,9 +108,13 @@ class Key:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Key":
-        """Inverse of `to_dict` (also accepts CSV strings: ints and "True"/"False")."""
+        """Inverse of `to_dict` (also accepts CSV strings: ints and "True"/"False"). Records written before
+        precision was a field are fp32."""
         values = {}
         for f in fields(cls):
+            if f.name == "precision" and f.name not in d:
+                values[f.name] = DEFAULT_PRECISION
+                continue
             raw = d[f.name]
             if f.type == "bool":
                 values[f.name] = raw if isinstance(raw, bool) else str(raw) == "True"
@@ -115,6 +132,20 @@ def decoder_widths(decoder: Any = None) -> tuple[int, int, int]:
 
         decoder = RAFT_LARGE
     return int(decoder.feature_dim), int(decoder.hidden_dim), int(decoder.context_dim)
+
+
+def key_precision(kind: str, plan_groups: Mapping[str, str]) -> str:
+    """The precision a key of `kind` runs in under a plan (group -> precision): its group's, or "mixed" when the
+    decoder's groups differ."""
+    found = {plan_groups.get(group, DEFAULT_PRECISION) for group in KIND_GROUPS[kind]}
+    return found.pop() if len(found) == 1 else "mixed"
+
+
+def with_precision(keys: Iterable[Key], plan_groups: Mapping[str, str] | None) -> list[Key]:
+    """`keys` with each key's precision set from the plan (None: all fp32, unchanged)."""
+    if not plan_groups:
+        return list(keys)
+    return [replace(key, precision=key_precision(key.kind, plan_groups)) for key in keys]
 
 
 def _stem(encoder: str, space: SearchSpace, height: int, width: int, batch: int) -> Key:

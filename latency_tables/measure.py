@@ -132,7 +132,7 @@ def _device(backend: str, facts: dict[str, Any]) -> str:
 
 
 def _check_sidecar(key_dir: Path, backend: str, threads: int | None, config: TimingConfig,
-                   facts: dict[str, Any]) -> None:
+                   facts: dict[str, Any], precision: str = "fp32") -> None:
     """Record how this folder is measured (backend, device, precision, threads); a resumed run must measure the
     same way."""
     path = sidecar_path(key_dir, backend)
@@ -152,7 +152,7 @@ def _check_sidecar(key_dir: Path, backend: str, threads: int | None, config: Tim
     if backend == "trt":
         extra["tensorrt"] = facts["gpu"].get("tensorrt")
         extra["timing_clock"] = "CUDA events (H2D + compute + D2H)"
-    record = provenance("latency-measurements", backend=backend, device=device, precision="fp32", extra=extra)
+    record = provenance("latency-measurements", backend=backend, device=device, precision=precision, extra=extra)
     atomic_write_text(path, json.dumps(record, indent=1))
 
 
@@ -179,8 +179,12 @@ def measure_keys(key_dir: str | os.PathLike, backend: str = "ort-cpu", config: T
         raise LatencyTableError(f"backend {backend!r} cannot measure key graphs: choose from {', '.join(BACKENDS)}")
     key_dir = Path(key_dir)
     manifest = read_manifest(key_dir)
+    precision = manifest.get("precision", "fp32")
+    if precision != "fp32" and backend in TORCH_BACKENDS:
+        raise LatencyTableError(f"{key_dir / MANIFEST}: the keys are {precision} graphs; backend {backend} times the "
+                                "PyTorch modules in fp32: measure them with an ort-* backend or trt")
     facts = check_backend(backend)
-    _check_sidecar(key_dir, backend, threads, config.validate(), facts)
+    _check_sidecar(key_dir, backend, threads, config.validate(), facts, precision)
     path = measurements_path(key_dir, backend)
     done = read_measurements(path)
     _repair(path, done)

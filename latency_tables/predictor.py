@@ -8,7 +8,9 @@ Calibration: when `table.json` holds `"calibration": {"scale": a, "offset_ms": b
 networks by `latency_tables.validate`), `predict` returns a x raw + b and `breakdown` adds a "calibration" part
 (= calibrated - raw) so the parts still sum to the total; `calibrated=False` gives the raw sum of the keys.
 
-A table measured for another backend, device, precision or resolution is refused unless `force=True`; a key the
+A table measured for another backend, device, precision or resolution is refused unless `force=True` (precision:
+"fp32", "int8", "fp16", or a plan's label such as "mixed"; each row's precision must agree with the manifest's
+plan); a key the
 architecture needs but the table lacks raises naming the key (never skipped). No torch.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Sequence
 
 from flownas.arch import ArchConfig, SearchSpace
 
-from .keys import Key, encoder_keys
+from .keys import Key, encoder_keys, key_precision
 from .measure import LatencyTableError
 from .table import TABLE_CSV, TABLE_JSON
 
@@ -70,15 +72,29 @@ class LatencyTable:
                        path: str | os.PathLike = "<memory>") -> "LatencyTable":
         """A table held in memory: `manifest` as in table.json (resolution, batch, decoder, space[, calibration]),
         latency (ms) per key. For benchmarks and what-if tables; measured tables come from `load`."""
-        table = cls(Path(path), manifest, {key.id: float(ms) for key, ms in latencies.items()})
-        table._kinds = {k.kind: k.id for k in latencies if k.kind in ("prologue", "step")}
+        table = cls(Path(path), manifest, {key.unit_id: float(ms) for key, ms in latencies.items()})
+        table._kinds = {k.kind: k.unit_id for k in latencies if k.kind in ("prologue", "step")}
         return table
 
+    @property
+    def plan_groups(self) -> dict[str, str] | None:
+        """The precision plan (group -> precision) the keys were lowered with; None for an fp32 table."""
+        return self.manifest.get("precision_plan")
+
     def _read_rows(self, csv_path: Path) -> None:
-        for row in csv.DictReader(io.StringIO(csv_path.read_text())):
-            self.latencies[row["id"]] = float(row["latency_ms"])
-            if row["kind"] in ("prologue", "step"):
-                self._kinds[row["kind"]] = row["id"]
+        """Rows by unit id (an architecture's keys are named without precision). Every row must hold the
+        precision the manifest's plan gives its kind: a table never mixes measurements of two plans."""
+        plan = self.plan_groups or {}
+        for line, row in enumerate(csv.DictReader(io.StringIO(csv_path.read_text())), start=2):
+            key = Key.from_dict(row)
+            expected = key_precision(key.kind, plan)
+            if key.precision != expected:
+                raise LatencyTableError(f"{csv_path}:{line}: key {key.id} was measured at {key.precision}, but the "
+                                        f"table's manifest says {expected} ({self.manifest.get('precision')!r} "
+                                        "table); rebuild the table")
+            self.latencies[key.unit_id] = float(row["latency_ms"])
+            if key.kind in ("prologue", "step"):
+                self._kinds[key.kind] = key.unit_id
 
     def _lookup(self, key_id: str, arch: ArchConfig | None) -> float:
         try:

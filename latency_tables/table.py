@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from flownas.fileio import atomic_write_text
 from flownas.provenance import provenance
 
-from .keys import Key
+from .keys import DEFAULT_PRECISION, Key, with_precision
 from .measure import (LatencyTableError, measurements_path, read_manifest, read_measurements, sidecar_path, MANIFEST)
 
 TABLE_CSV, TABLE_JSON = "table.csv", "table.json"
@@ -38,12 +38,14 @@ def _table_geometry(keys: Sequence[Key]) -> tuple[list[int], int]:
 
 
 def write_key_graphs(keys: Sequence[Key], out_dir: str | os.PathLike, decoder: Any = None, space: Any = None,
-                     seed: int = 0) -> Path:
+                     seed: int = 0, plan: Any = None) -> Path:
     """One ONNX graph per key plus the empty graph of each I/O signature, and `manifest.json`; returns the folder.
 
     `decoder`: the DecoderSpec of the decoder keys (default RAFT large); `space`: the SearchSpace the keys come
-    from, stored so that the table can predict for its architectures. Graphs already written are kept (each is
-    written atomically), so an interrupted run resumes. The keys must include a stem or decoder key (resolution).
+    from, stored so that the table can predict for its architectures; `plan`: an `export.precision_plan.
+    PrecisionPlan` (None: fp32) -- each key's graph is lowered by it (`latency_tables.lowering`) and each key's
+    precision field set from it. Graphs already written are kept (each is written atomically), so an interrupted
+    run resumes. The keys must include a stem or decoder key (resolution).
     """
     from flownas.models import RAFT_LARGE  # torch: only this step of a table build needs it
 
@@ -52,7 +54,10 @@ def write_key_graphs(keys: Sequence[Key], out_dir: str | os.PathLike, decoder: A
     decoder = decoder or RAFT_LARGE
     out = Path(out_dir)
     resolution, batch = _table_geometry(keys)
-    _check_reuse(out, decoder.to_dict(), resolution, batch)
+    groups = _lowered_groups(plan)
+    label = plan.name if groups else DEFAULT_PRECISION
+    _check_reuse(out, decoder.to_dict(), resolution, batch, groups)
+    keys = with_precision(keys, groups)
     entries, empties, files = [], {}, {}
     for key in dict.fromkeys(keys):  # distinct, in order
         # Keys with the same structure (differing only in stage or block role) share the first one's graph file,
@@ -60,26 +65,54 @@ def write_key_graphs(keys: Sequence[Key], out_dir: str | os.PathLike, decoder: A
         file = files.setdefault(graphs.structure(key), f"graphs/{key.id}.onnx")
         empty = graphs.empty_signature(key)
         if not (out / file).is_file():
-            graphs.export_key(key, out / file, decoder, seed)
+            _export_key(key, out / file, decoder, seed, groups)
         if empty not in empties:
             empties[empty] = f"empty/{empty}.onnx"
             if not (out / empties[empty]).is_file():
                 graphs.export_empty(key, out / empties[empty])
         entries.append({"id": key.id, "file": file, "empty": empty, "key": key.to_dict()})
-    record = provenance("latency-keys", resolution=resolution, precision="fp32", backend="onnx", extra={
-        "batch": batch, "space": space.to_dict() if space is not None else None, "decoder": decoder.to_dict(),
+    record = provenance("latency-keys", resolution=resolution, precision=label, backend="onnx", extra={
+        "precision_plan": groups, "batch": batch, "space": space.to_dict() if space is not None else None, "decoder": decoder.to_dict(),
         "base_iters": graphs.BASE_ITERS, "step_span": graphs.STEP_SPAN, "opset": graphs.OPSET,
         "graphs": entries, "empties": empties})
     atomic_write_text(out / MANIFEST, json.dumps(record, indent=1))
     return out
 
 
-def _check_reuse(out: Path, decoder: dict[str, Any], resolution: list[int], batch: int) -> None:
-    """Graphs already in `out` are reused, so they must come from the same decoder, resolution and batch."""
+def _lowered_groups(plan: Any) -> dict[str, str] | None:
+    """The plan's groups when it lowers anything (None for fp32: such tables are as before precision existed)."""
+    if plan is None or plan.precisions() == {DEFAULT_PRECISION}:
+        return None
+    from export.quantize import check_plan_writable
+
+    check_plan_writable(plan)  # bf16 is refused before any export
+    return dict(plan.groups)
+
+
+def _export_key(key: Key, path: Path, decoder: Any, seed: int, groups: dict[str, str] | None) -> None:
+    """The key's FP32 graph, lowered by the plan when the key's precision is not fp32."""
+    from . import graphs
+
+    if key.precision == DEFAULT_PRECISION:
+        graphs.export_key(key, path, decoder, seed)
+        return
+    from .lowering import lower_key_graph
+
+    fp32 = path.with_name(path.stem + ".fp32-source.onnx")
+    graphs.export_key(key, fp32, decoder, seed)
+    lower_key_graph(fp32, path, key, groups or {}, seed)
+    fp32.unlink()
+
+
+def _check_reuse(out: Path, decoder: dict[str, Any], resolution: list[int], batch: int,
+                 groups: dict[str, str] | None = None) -> None:
+    """Graphs already in `out` are reused, so they must come from the same decoder, resolution, batch and
+    precision plan."""
     if not (out / MANIFEST).is_file():
         return
     old = read_manifest(out)
-    for field, value in (("decoder", decoder), ("resolution", resolution), ("batch", batch)):
+    for field, value in (("decoder", decoder), ("resolution", resolution), ("batch", batch),
+                         ("precision_plan", groups)):
         if old.get(field) != value:
             raise LatencyTableError(f"{out / MANIFEST}: the folder holds key graphs for {field}={old.get(field)!r}, "
                                     f"not {value!r}; write these keys to another folder")
@@ -135,7 +168,8 @@ def assemble(key_dir: str | os.PathLike, backend: str = "ort-cpu", out_dir: str 
     measure = json.loads(sidecar_path(key_dir, backend).read_text())
     record = provenance("latency-table", resolution=manifest["resolution"], precision=measure["precision"],
                         backend=backend, device=measure["device"], extra={
-                            "batch": manifest["batch"], "threads": measure["threads"], "cpu": measure["cpu"],
+                            "precision_plan": manifest.get("precision_plan"), "batch": manifest["batch"],
+                            "threads": measure["threads"], "cpu": measure["cpu"],
                             "measured": measure["created"], "measure_versions": measure["versions"],
                             "timing_config": measure["timing_config"], "space": manifest["space"],
                             "decoder": manifest["decoder"], "base_iters": manifest["base_iters"],

@@ -64,7 +64,7 @@ def engine_is_built(engine: Path) -> bool:
     return engine.is_file() and engine_sidecar_path(engine).is_file()
 
 
-def check_engine_record(engine: Path, gpu: dict[str, Any]) -> None:
+def check_engine_record(engine: Path, gpu: dict[str, Any], precision: str = "fp32") -> None:
     """Refuse an engine built on another GPU or TensorRT version (it would not load, or time other tactics)."""
     from export.tensorrt import engine_sidecar_path
 
@@ -72,21 +72,22 @@ def check_engine_record(engine: Path, gpu: dict[str, Any]) -> None:
 
     record = json.loads(engine_sidecar_path(engine).read_text())
     built = (record.get("device"), record.get("tensorrt_version"), record.get("precision"))
-    wanted = (gpu.get("name"), gpu.get("tensorrt"), "fp32")
+    wanted = (gpu.get("name"), gpu.get("tensorrt"), precision)
     if built != wanted:
         raise LatencyTableError(f"{engine}: built as (GPU, TensorRT, precision) {built}, this run has {wanted}; "
                                 f"delete {engine.parents[1]} and {TIMING_CACHE} to rebuild the engines")
 
 
 def ensure_engine(key_dir: str | os.PathLike, onnx_file: str, gpu: dict[str, Any],
-                  workspace_mb: int = WORKSPACE_MB) -> Path:
-    """The engine of `onnx_file`, built (fp32, shared timing cache) unless already built; returns its path."""
+                  workspace_mb: int = WORKSPACE_MB, precision: str = "fp32") -> Path:
+    """The engine of `onnx_file`, built (shared timing cache) unless already built; returns its path. `precision`:
+    the key graph's (an fp32 graph builds in fp32, TF32 off; a lowered graph strongly typed, as written)."""
     from export.tensorrt import build_engine
 
     key_dir = Path(key_dir)
     engine = engine_path(key_dir, onnx_file)
     if engine_is_built(engine):
-        check_engine_record(engine, gpu)
+        check_engine_record(engine, gpu, precision)
         return engine
     engine.parent.mkdir(parents=True, exist_ok=True)
     build_engine(key_dir / onnx_file, engine, precision="fp32", workspace_mb=workspace_mb,

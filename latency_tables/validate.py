@@ -149,12 +149,14 @@ def measure_archs(table: LatencyTable, archs: Sequence[ArchConfig], iters: int, 
 
     decoder = DecoderSpec.from_dict(table.manifest["decoder"])
     spec = ExportSpec(table.height, table.width, iters=iters, batch=table.batch)
+    lower = _plan_lowering(table)
     paths, nets = [], {}
     for i, arch in enumerate(archs):
         torch.manual_seed(seed + i)
         path = workdir / f"{i:03d}-{arch.id}.onnx"
         nets[path] = FlowNASNet(arch, table.space, decoder=decoder).eval()
         export_onnx(nets[path], path, spec)
+        lower(path)
         if backend == "trt":  # TensorRT times engines: one fp32 engine per network, beside its ONNX file
             from export.tensorrt import build_engine
 
@@ -172,6 +174,27 @@ def measure_archs(table: LatencyTable, archs: Sequence[ArchConfig], iters: int, 
             if log:
                 log(f"measured {name}: {r.stats.median_ms:.2f} ms (CV {r.stats.cv:.3f})")
     return results
+
+
+def _plan_lowering(table: LatencyTable) -> Callable[[Path], None]:
+    """How each exported network is rewritten before timing: by the table's precision plan, as its keys were
+    (INT8 calibrated on two synthetic pairs: speed does not depend on the ranges); nothing for fp32 tables."""
+    groups = table.plan_groups
+    if not groups:
+        return lambda path: None
+    import onnx
+
+    from export.precision_plan import PrecisionPlan
+    from export.quantize import CalibrationSet, apply_plan, calibration_pairs, save_model
+
+    plan = PrecisionPlan(groups)
+    pairs = calibration_pairs(CalibrationSet(pairs=2), table.height, table.width) if "int8" in plan.precisions() \
+        else []
+
+    def lower(path: Path) -> None:
+        save_model(apply_plan(onnx.load(str(path)), plan, pairs), path)
+
+    return lower
 
 
 def _network_runner(backend: str, onnx: Path, net: Any, threads: int | None, iters: int) -> Any:

@@ -113,3 +113,46 @@ def test_bad_requests_are_one_line_errors(setup, tmp_path):
         run_search(_request(setup, "x", budget_ms=0))
     with pytest.raises(UserInputError, match="not found"):
         run_search(_request(setup, "x", table=str(tmp_path / "nowhere")))
+
+
+# --------------------------------------------------------------------------------------------- precision gene
+@pytest.fixture(scope="module")
+def int8_table(setup):
+    root, _, _ = setup
+    return Path(build_table(MICRO, 128, 128, root / "table-int8", threads=1, decoder=TINY_DECODER, precision="int8",
+                            config=TimingConfig(warmup_runs=1, warmup_s=0.0, runs=3)))
+
+
+@pytest.mark.slow
+def test_each_precision_is_predicted_on_its_own_table_and_mismatches_are_refused(setup, int8_table):
+    from latency_tables.measure import LatencyTableError
+    from latency_tables.search_latency import TableLatency, precision_gene
+
+    fp32, int8 = LatencyTable.load(setup[1]), LatencyTable.load(int8_table)
+    latency = TableLatency(fp32, default_iters=2, precision_tables={"int8": int8})
+    space = MICRO.with_genes(precision_gene(latency.precisions))
+    archs = [space.sample(seed) for seed in range(6)]
+    expected = [(int8 if a.to_dict()["bits"] == 8 else fp32).predict(MICRO.restrict(a), 2) for a in archs]
+    assert {a.to_dict()["bits"] for a in archs} == {8, 32}
+    assert latency(archs) == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(LatencyTableError, match="table precision is 'fp32', but it was given as the int8 table"):
+        TableLatency(fp32, precision_tables={"int8": fp32})
+
+
+@pytest.mark.slow
+def test_search_with_a_precision_gene_measures_the_penalty_and_each_finalist_in_its_precision(setup, int8_table):
+    record = run_search(_request(setup, "precision", precision_tables={"int8": str(int8_table)}, iters_choices=None,
+                                 population=4, generations=0, finalists=4, max_epe_delta=1e6))
+    out = Path(record.out)
+    history = list(csv.DictReader((out / "history.csv").open()))
+    assert any(r["arch_id"].endswith("-q8") for r in history) and any(r["arch_id"].endswith("-q32") for r in history)
+    assert len(record.finalists) == len(history)  # every candidate is a finalist: both precisions are exported
+    for row in record.finalists:
+        assert row["precision"] == ("int8" if row["arch_id"].endswith("-q8") else "fp32")
+        if row["precision"] == "int8":  # exported with Q/DQ, EPE = fp32 EPE + its own measured flow change
+            assert row["epe"] == pytest.approx(row["epe_fp32"] + row["epe_delta"]) and row["epe_delta"] > 0
+            assert "QuantizeLinear" in {n.op_type for n in __import__("onnx").load(row["onnx"]).graph.node}
+        else:
+            assert row["epe_delta"] == 0.0
+    best = json.loads((out / "best.json").read_text())
+    assert best["precision"] in ("fp32", "int8") and best["provenance"]["precision"] == best["precision"]

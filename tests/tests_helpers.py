@@ -7,6 +7,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from flownas.arch import SearchSpace
+from flownas.genes import STAGE, Gene
+
+# Latency-table tests: two architectures (stage 1 runs one or two blocks), 14 keys, every path of a table build.
+MICRO = SearchSpace(genes=(Gene("width", "w", STAGE, ((16,), (16,), (24,))),
+                           Gene("kernel_size", "k", STAGE, ((3,), (3,), (3,))),
+                           Gene("depth", "d", STAGE, ((1,), (1, 2), (1,))),
+                           Gene("expand_ratio", "e", STAGE, ((1,), (2,), (2,)))),
+                    strides=(1, 2, 2), stem_channels=16, head_channels=64)
 WEIGHT = np.random.default_rng(3).standard_normal((4, 3, 3, 3)).astype(np.float32)
 
 

@@ -14,23 +14,16 @@ from pathlib import Path
 import pytest
 
 from bench.protocol import TimingConfig
-from flownas.arch import SearchSpace
-from flownas.genes import STAGE, Gene
 from flownas.models import TINY_DECODER
 from latency_tables.build import build_table, plot_breakdown, predict_arch, show_table
 from latency_tables.commands import add_lut_parser, run_lut
 from latency_tables.keys import all_keys
 from latency_tables.measure import LatencyTableError
 from latency_tables.predictor import LatencyTable
+from tests_helpers import MICRO
 
 SIZE = (128, 128)
 QUICK = TimingConfig(warmup_runs=1, warmup_s=0.0, runs=3)
-# Two architectures (stage 1 runs one or two blocks): 14 keys, enough for every path of a table build.
-MICRO = SearchSpace(genes=(Gene("width", "w", STAGE, ((16,), (16,), (24,))),
-                           Gene("kernel_size", "k", STAGE, ((3,), (3,), (3,))),
-                           Gene("depth", "d", STAGE, ((1,), (1, 2), (1,))),
-                           Gene("expand_ratio", "e", STAGE, ((1,), (2,), (2,)))),
-                    strides=(1, 2, 2), stem_channels=16, head_channels=64)
 ROOT = Path(__file__).resolve().parents[2]
 
 
