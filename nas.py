@@ -199,11 +199,20 @@ def precision_penalties(fitness: SubnetError, precisions: Sequence[str], table: 
         if precision == "fp32":
             continue
         path = workdir / f"penalty-{precision}.onnx"
-        result = export_precision_onnx(net, path, spec, PrecisionPlan.uniform(precision), max_epe_delta=math.inf)
+        result = export_precision_onnx(net, path, spec, PrecisionPlan.uniform(precision), _calibration(table),
+                                       max_epe_delta=math.inf)
         penalties[precision] = float(result.check.max_epe_delta)
         log(f"precision gene: {precision} changes the flow of the largest subnet by {penalties[precision]:.3f} px "
             "(added to the EPE of every candidate in that precision)")
     return penalties
+
+
+def _calibration(table: Any) -> Any:
+    """Synthetic calibration, INT8 written in the format the table's backend was measured with."""
+    from export.quantize import CalibrationSet
+    from latency_tables.lowering import int8_format_for
+
+    return CalibrationSet(int8_format=int8_format_for(table.manifest.get("backend", "")))
 
 
 def _load(request: SearchRequest) -> tuple[Any, Any, str, int | None]:
@@ -314,7 +323,7 @@ def _export_finalist(fitness: SubnetError, arch: Any, rank: int, predicted: floa
         from export.precision_plan import PrecisionPlan
 
         try:
-            result = export_precision_onnx(net, path, spec, PrecisionPlan.uniform(precision),
+            result = export_precision_onnx(net, path, spec, PrecisionPlan.uniform(precision), _calibration(table),
                                            max_epe_delta=max_epe_delta)
         except VerificationError as exc:
             row.update(refused=str(exc), epe=math.inf)

@@ -72,11 +72,22 @@ def add_export_parsers(sub: argparse._SubParsersAction) -> None:
                    help="verify the engine replayed as a CUDA graph (trtexec 11's default; needs cuda-python)")
     _verify_args(p, "max EPE in px against ONNX Runtime (default 1e-3 for fp32, 5e-2 for fp16)")
 
-    p = sub.add_parser("verify", help="compare the flow of two artifacts (checkpoint, ONNX file, engine)")
-    p.add_argument("a", help="reference artifact (.pt/.pth checkpoint, .onnx, .engine/.plan)")
-    p.add_argument("b", help="candidate artifact")
+    p = sub.add_parser("verify", help="compare the flow of two artifacts (checkpoint, ONNX file, engine), or of "
+                                      "one artifact with outputs saved on another machine")
+    p.add_argument("a", help="reference artifact (.pt/.pth checkpoint, .onnx, .engine/.plan); the only one with "
+                             "--save-outputs / --load-outputs")
+    p.add_argument("b", nargs="?", help="candidate artifact (not with --save-outputs / --load-outputs)")
+    p.add_argument("--save-outputs", metavar="F.npz",
+                   help="run A on the verification inputs and write one .npz with the inputs, every output and "
+                        "a provenance record; take it to the target machine and run --load-outputs there")
+    p.add_argument("--load-outputs", metavar="F.npz",
+                   help="run A on the inputs stored in F and compare with F's outputs (made elsewhere); "
+                        "exit status 1 when they differ")
+    p.add_argument("--backend", help="backend that runs A with --save-outputs / --load-outputs (default: "
+                                     "torch-cpu for a checkpoint, ort-cpu for ONNX, trt for an engine)")
     p.add_argument("--arch", help="architecture for a supernet checkpoint")
-    p.add_argument("--iters", type=int, help="iterations for checkpoints (default: the ONNX/engine record's, else 12)")
+    p.add_argument("--iters", type=int, help="iterations for checkpoints (default: the ONNX/engine record's, with "
+                                             "--load-outputs the saved file's, else 12)")
     p.add_argument("--resolution", help="HxW of the test pairs (default: the artifact's export resolution)")
     p.add_argument("--input-shape", dest="input_shapes", metavar="NAME:DIMS[,...]",
                    help="shapes for dynamic inputs of graphs that are not flow models (trtexec syntax)")
@@ -98,6 +109,10 @@ def _calibration_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-pairs", type=int, default=8, help="pairs drawn (seeded) for calibration (default 8)")
     p.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"), default="minmax",
                    help="INT8 range calibration (default minmax)")
+    p.add_argument("--int8-format", choices=("tensorrt", "ort-cpu"), default="tensorrt",  # quantize.INT8_FORMATS
+                   help="how INT8 is written: tensorrt (signed symmetric Q/DQ on conv inputs; TensorRT and ONNX "
+                        "Runtime run it) or ort-cpu (unsigned activations, quantized conv outputs: ONNX Runtime CPU "
+                        "fuses QLinearConv, faster there; TensorRT refuses it). Default tensorrt")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -123,7 +138,8 @@ def _export_onnx(args: argparse.Namespace) -> int:
     if args.dynamic and plan.precisions() != {"fp32"}:
         raise ExportError("reduced-precision exports are static (calibrated and verified at --resolution); "
                           "drop --dynamic")
-    calibration = parse_calibration(args.calibration, args.calibration_pairs, args.calibration_method)
+    calibration = parse_calibration(args.calibration, args.calibration_pairs, args.calibration_method,
+                                    int8_format=args.int8_format)
     if args.real_pair:
         real_pair_images(args.real_pair, 128, 128)  # a missing real pair fails before the model loads
     model = load_flow_model(args.supernet or args.weights, arch=args.arch)
@@ -163,7 +179,8 @@ def _export_precision_sweep(args: argparse.Namespace) -> int:
     height, width = parse_resolution(args.resolution)
     spec = ExportSpec(height, width, args.iters, args.opset)
     spec.validate()
-    calibration = parse_calibration(args.calibration, args.calibration_pairs, args.calibration_method)
+    calibration = parse_calibration(args.calibration, args.calibration_pairs, args.calibration_method,
+                                    int8_format=args.int8_format)
     candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
     groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
     if args.real_pair:
@@ -210,9 +227,51 @@ def _export_trt(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from flownas.errors import UserInputError
+
     from .workflow import verify_artifacts
 
+    if args.save_outputs or args.load_outputs:
+        return _verify_saved(args)
+    if args.b is None:
+        raise UserInputError("verify needs two artifacts (verify A B), or one with --save-outputs F.npz or "
+                             "--load-outputs F.npz")
+    if args.backend:
+        raise UserInputError("--backend chooses how A runs with --save-outputs / --load-outputs; verify A B runs "
+                             "a checkpoint on torch-cpu, ONNX on ort-cpu and an engine on trt")
     report = verify_artifacts(args.a, args.b, arch=args.arch, iters=args.iters, resolution=args.resolution,
                               real_pair=args.real_pair, tolerance_epe=args.tolerance, input_shapes=args.input_shapes)
     print(f"{args.a} vs {args.b}:\n{report.summary()}")
+    return 0 if report.ok else 1
+
+
+def _verify_saved(args: argparse.Namespace) -> int:
+    """`verify A --save-outputs F` (here) or `verify A --load-outputs F` (on the target machine)."""
+    from flownas.errors import UserInputError
+
+    from .saved_outputs import save_artifact_outputs, verify_saved_outputs
+
+    if args.save_outputs and args.load_outputs:
+        raise UserInputError("--save-outputs and --load-outputs together: save on the reference machine, load on "
+                             "the target one (give one of them)")
+    if args.b is not None:
+        flag = "--save-outputs" if args.save_outputs else "--load-outputs"
+        raise UserInputError(f"{flag} takes one artifact; got two ({args.a} and {args.b})")
+    if args.save_outputs:
+        record = save_artifact_outputs(args.a, args.save_outputs, backend=args.backend, arch=args.arch,
+                                       iters=args.iters, resolution=args.resolution, real_pair=args.real_pair,
+                                       input_shapes=args.input_shapes)
+        names = ", ".join(c["name"] for c in record["cases"])
+        print(f"wrote {args.save_outputs}: {args.a} on {record['backend']} ({record['device']}), "
+              f"{len(record['cases'])} case(s): {names}")
+        print(f"on the target machine: flownas verify ARTIFACT --load-outputs {Path(args.save_outputs).name}")
+        return 0
+    given = [o for o, v in (("--resolution", args.resolution), ("--real-pair", args.real_pair),
+                            ("--input-shape", args.input_shapes)) if v]
+    if given:
+        raise UserInputError(f"--load-outputs runs the inputs stored in {args.load_outputs}; "
+                             f"{' and '.join(given)} cannot be used with it")
+    report = verify_saved_outputs(args.a, args.load_outputs, backend=args.backend, arch=args.arch,
+                                  iters=args.iters, tolerance_epe=args.tolerance)
+    print(f"{args.a} vs {args.load_outputs}:\n{report.summary()}")
     return 0 if report.ok else 1

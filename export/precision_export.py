@@ -82,9 +82,10 @@ class FlowReference:
 
 
 def plan_graph(fp32_model: onnx.ModelProto, plan: PrecisionPlan, calibration: Sequence[Pair],
-               method: str) -> onnx.ModelProto:
-    """The FP32 graph rewritten by `plan` and fully checked (an invalid graph raises here, not in a runtime)."""
-    model = apply_plan(fp32_model, plan, calibration, method)
+               settings: CalibrationSet) -> onnx.ModelProto:
+    """The FP32 graph rewritten by `plan` (INT8 calibrated on `calibration` with `settings`' method and format),
+    fully checked (an invalid graph raises here, not in a runtime)."""
+    model = apply_plan(fp32_model, plan, calibration, settings.method, settings.int8_format)
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -120,7 +121,7 @@ def export_precision_onnx(model: Any, out_path: str | os.PathLike, spec: ExportS
     with scratch_dir(out, "precision") as tmp:
         log(f"exporting FP32 {spec.height}x{spec.width}, {spec.iters} iterations, then applying plan {plan.name}")
         record = export_onnx(model, tmp / "fp32.onnx", spec, {"source": source})
-        lowered = plan_graph(onnx.load(str(tmp / "fp32.onnx")), plan, calib, calibration.method)
+        lowered = plan_graph(onnx.load(str(tmp / "fp32.onnx")), plan, calib, calibration)
         candidate = tmp / "candidate.onnx"
         save_model(lowered, candidate)
         pairs = verification_pairs(spec.height, spec.width, real_pair, n_synthetic)
@@ -132,6 +133,7 @@ def export_precision_onnx(model: Any, out_path: str | os.PathLike, spec: ExportS
             raise VerificationError(f"{out}: plan {plan.name} changes the flow by {check.max_epe_delta:.3g} px "
                                     f"(> --max-epe-delta {tolerance:g} px); no file written")
         record.update(precision=plan.name, precision_plan=plan.to_dict()["groups"],
+                      int8_format=calibration.int8_format if calib else None,
                       calibration={**calibration.to_dict(), "sample_ids": [p[0] for p in calib]} if calib else None,
                       verification={"reference": "pytorch-fp32", "max_epe_delta": check.max_epe_delta,
                                     "tolerance_epe_delta": tolerance, "pairs": check.pairs,

@@ -114,7 +114,7 @@ def precision_sweep(model: Any, spec: ExportSpec, calibration: CalibrationSet | 
         baseline = timer(fp32_path, feeds) if timer else None
 
         def evaluate(plan: PrecisionPlan, name: str) -> tuple[PlanCheck, float | None]:
-            graph = plan_graph(fp32, plan, calib, calibration.method)
+            graph = plan_graph(fp32, plan, calib, calibration)
             path = tmp / f"{name}.onnx"
             save_model(graph, path)
             check = PlanCheck(plan.to_dict()["groups"], reference.check(path), precision_summary(graph))

@@ -35,10 +35,19 @@ from .precision_plan import GROUPS, PrecisionPlan, PrecisionPlanError, always_fp
 from .verify import Pair, flow_feeds
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+# How INT8 is written, by the runtime that runs it (FACTS §8; measured on RAFT 384x512, 12 iterations, 2 threads):
+# - "tensorrt": signed symmetric activations (zero point 0), Q/DQ on conv inputs only, so no DequantizeLinear
+#   ever feeds the correlation MatMul or the Softmax. TensorRT's explicit quantization needs exactly this; ONNX
+#   Runtime CPU runs it, but cannot fuse a conv without a quantized output, so it is no faster there.
+# - "ort-cpu": unsigned asymmetric activations (x86's u8s8 kernels) and quantized conv outputs, so ONNX Runtime
+#   fuses DQ -> Conv -> Q into QLinearConv (1.8x on this CPU). FP32 readers still get the FP32 tensor
+#   (`bypass_qdq_for_fp32_readers`). TensorRT has no UINT8 Q/DQ: `export trt` refuses these graphs.
+INT8_FORMATS = ("tensorrt", "ort-cpu")
 DEFAULT_CALIBRATION_PAIRS = 8
 CALIBRATION_SEED = 0
 QUANTIZED_OPS = ("Conv",)  # TensorRT fuses Q/DQ around convolutions; elementwise ops stay FP32
 PLAN_KEY = "flownas.precision_plan"
+INT8_FORMAT_KEY = "int8_format"
 
 
 class CalibrationError(ToolkitError, ValueError):
@@ -56,8 +65,11 @@ class CalibrationSet:
     pairs: int = DEFAULT_CALIBRATION_PAIRS
     seed: int = CALIBRATION_SEED
     method: str = "minmax"
+    int8_format: str = "tensorrt"  # INT8_FORMATS: how the Q/DQ graph is written, for which runtime
 
     def validate(self) -> None:
+        if self.int8_format not in INT8_FORMATS:
+            raise CalibrationError(f"--int8-format {self.int8_format!r} is not one of {', '.join(INT8_FORMATS)}")
         if self.pairs < 1:
             raise CalibrationError(f"--calibration-pairs must be at least 1, got {self.pairs}")
         if self.method not in CALIBRATION_METHODS:
@@ -68,10 +80,10 @@ class CalibrationSet:
 
 
 def parse_calibration(value: str | None, pairs: int = DEFAULT_CALIBRATION_PAIRS, method: str = "minmax",
-                      seed: int = CALIBRATION_SEED) -> CalibrationSet:
+                      seed: int = CALIBRATION_SEED, int8_format: str = "tensorrt") -> CalibrationSet:
     """`--calibration DATASET[:ROOT]` (default synthetic), e.g. `synthetic`, `middlebury:data/middlebury`."""
     dataset, _, root = (value or "synthetic").partition(":")
-    calibration = CalibrationSet(dataset, root or None, None, int(pairs), int(seed), method)
+    calibration = CalibrationSet(dataset, root or None, None, int(pairs), int(seed), method, int8_format)
     calibration.validate()
     return calibration
 
@@ -141,7 +153,7 @@ def modelopt_available() -> bool:
 
 # --------------------------------------------------------------------------------------------- rewrites
 def apply_plan(model: onnx.ModelProto, plan: PrecisionPlan, pairs: Sequence[Pair] | None = None,
-               method: str = "minmax") -> onnx.ModelProto:
+               method: str = "minmax", int8_format: str = "tensorrt") -> onnx.ModelProto:
     """The FP32 flow graph rewritten by `plan`: INT8 groups with Q/DQ (calibrated on `pairs`), FP16 groups cast.
 
     Returns a new model; `model` is not changed. INT8 needs calibration `pairs`.
@@ -150,11 +162,12 @@ def apply_plan(model: onnx.ModelProto, plan: PrecisionPlan, pairs: Sequence[Pair
     if "int8" in plan.precisions() and not pairs:
         raise CalibrationError(f"plan {plan.name}: INT8 groups need calibration pairs, none given")
     feeds = [flow_feeds(a, b) for _, a, b in pairs or ()]
-    return lower_nodes(model, node_precisions(model, plan), feeds, method, plan.to_dict()["groups"])
+    return lower_nodes(model, node_precisions(model, plan), feeds, method, plan.to_dict()["groups"], int8_format)
 
 
 def lower_nodes(model: onnx.ModelProto, precisions: Mapping[str, str], feeds: Sequence[Mapping[str, np.ndarray]],
-                method: str = "minmax", plan_groups: Mapping[str, str] | None = None) -> onnx.ModelProto:
+                method: str = "minmax", plan_groups: Mapping[str, str] | None = None,
+                int8_format: str = "tensorrt") -> onnx.ModelProto:
     """`model` with the nodes `precisions` names as "int8" quantized (Q/DQ, calibrated on `feeds`, one dict of
     graph inputs each) and those named "fp16" cast; every other node stays FP32. The graph's metadata records
     `plan_groups`. Any FP32 graph works (whole flow models, latency-table key graphs); returns a new model."""
@@ -165,12 +178,12 @@ def lower_nodes(model: onnx.ModelProto, precisions: Mapping[str, str], feeds: Se
     if "int8" in wanted:
         if not feeds:
             raise CalibrationError("INT8 nodes need calibration inputs, none given")
-        result = quantize_int8(result, precisions, feeds, method)
+        result = quantize_int8(result, precisions, feeds, method, int8_format)
     if "fp16" in wanted:
         result = convert_fp16(result, precisions)
     out = onnx.ModelProto()
     out.CopyFrom(result)
-    _set_props(out, {PLAN_KEY: dict(plan_groups or {})})
+    _set_props(out, {PLAN_KEY: dict(plan_groups or {}), **({INT8_FORMAT_KEY: int8_format} if "int8" in wanted else {})})
     return out
 
 
@@ -183,12 +196,16 @@ def check_plan_writable(plan: PrecisionPlan) -> None:
 
 
 def quantize_int8(model: onnx.ModelProto, precisions: Mapping[str, str], feeds: Sequence[Mapping[str, np.ndarray]],
-                  method: str = "minmax") -> onnx.ModelProto:
-    """Symmetric INT8 Q/DQ on the Convs `precisions` marks "int8" (ONNX Runtime static quantization)."""
+                  method: str = "minmax", int8_format: str = "tensorrt") -> onnx.ModelProto:
+    """INT8 Q/DQ on the Convs `precisions` marks "int8" (ONNX Runtime static quantization), written for
+    `int8_format`'s runtime (INT8_FORMATS)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     if method not in CALIBRATION_METHODS:
         raise CalibrationError(f"calibration method {method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+    if int8_format not in INT8_FORMATS:
+        raise CalibrationError(f"int8 format {int8_format!r} is not one of {', '.join(INT8_FORMATS)}")
+    for_ort = int8_format == "ort-cpu"
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                  "entropy": CalibrationMethod.Entropy}[method]
     names = {node.name for node in model.graph.node if node.name}
@@ -199,18 +216,20 @@ def quantize_int8(model: onnx.ModelProto, precisions: Mapping[str, str], feeds: 
         # Shape inference only: the optimiser would fuse and rename nodes, and the plan places nodes by name.
         quant_pre_process(str(src), str(pre), skip_optimization=True, skip_onnx_shape=False, skip_symbolic_shape=False)
         options = {
-            "ActivationSymmetric": True, "WeightSymmetric": True, "CalibMovingAverage": False,
-            "CalibTensorRangeSymmetric": True,
-            # No Q/DQ on conv outputs: a DequantizeLinear feeding the correlation MatMul or the Softmax would
-            # let TensorRT run them in INT8. The pairs sit on the conv inputs.
-            "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+            "ActivationSymmetric": not for_ort, "WeightSymmetric": True, "CalibMovingAverage": False,
+            "CalibTensorRangeSymmetric": not for_ort,
             # One Q/DQ pair per consumer, so `bypass_qdq_for_fp32_readers` can give FP32 readers the original.
             "DedicatedQDQPair": True,
         }
+        if not for_ort:
+            # No Q/DQ on conv outputs: a DequantizeLinear feeding the correlation MatMul or the Softmax would
+            # let TensorRT run them in INT8. The pairs sit on the conv inputs.
+            options["OpTypesToExcludeOutputQuantization"] = list(QUANTIZED_OPS)
         with contextlib.redirect_stdout(io.StringIO()):  # ONNX Runtime prints histogram progress; we stay quiet
             quantize_static(str(pre), str(out), calibration_reader(feeds), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            activation_type=QuantType.QUInt8 if for_ort else QuantType.QInt8,
+                            weight_type=QuantType.QInt8,
                             nodes_to_exclude=exclude, calibrate_method=calibrate, extra_options=options)
         quantized = onnx.load(str(out))
     return bypass_qdq_for_fp32_readers(quantized, {n for n, p in precisions.items() if p == "int8"})

@@ -241,6 +241,11 @@ def _check_arguments(onnx_path: Path, precision: str, workspace_mb: int) -> None
         raise UserInputError(f"workspace_mb must be positive, got {workspace_mb}")
     if not onnx_path.is_file():
         raise FileNotFoundError(f"ONNX file not found: {onnx_path}")
+    from .metadata import read_metadata
+
+    if read_metadata(onnx_path).get("int8_format") == "ort-cpu":  # before TensorRT is even imported
+        raise UserInputError(f"{onnx_path}: INT8 written for ONNX Runtime CPU (uint8 activations); TensorRT has no "
+                             "UINT8 Q/DQ: export it again with --int8-format tensorrt")
 
 
 def _gpu_record() -> dict[str, Any]:

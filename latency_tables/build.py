@@ -31,18 +31,18 @@ SLOWEST = 10
 
 
 def build_keys(space: SearchSpace | None, height: int, width: int, out_dir: str | os.PathLike, batch: int = 1,
-               decoder: Any = None, precision: Any = None) -> Path:
+               decoder: Any = None, precision: Any = None, int8_format: str = "tensorrt") -> Path:
     """Every key of `space` (default FlowNAS) at `height` x `width` and `batch`, as ONNX graphs + manifest.json in
     `out_dir`; `decoder` a DecoderSpec (default RAFT large); `precision`: "fp32" (default), "fp16", "int8", a
-    plan file or an `export.precision_plan.PrecisionPlan` -- the keys' graphs are lowered by it. Returns the key
-    folder. Needs torch."""
+    plan file or an `export.precision_plan.PrecisionPlan` -- the keys' graphs are lowered by it, INT8 written in
+    `int8_format` (export.quantize.INT8_FORMATS). Returns the key folder. Needs torch."""
     space = space or SearchSpace.flownas()
     if decoder is None:
         from flownas.models import RAFT_LARGE  # torch: exporting the graphs needs it anyway
 
         decoder = RAFT_LARGE
     keys = all_keys(space, height, width, batch, decoder)
-    return write_key_graphs(keys, out_dir, decoder, space, plan=as_plan(precision))
+    return write_key_graphs(keys, out_dir, decoder, space, plan=as_plan(precision), int8_format=int8_format)
 
 
 def as_plan(precision: Any) -> Any:
@@ -71,7 +71,9 @@ def build_table(space: SearchSpace | None, height: int, width: int, out_dir: str
     if plan is not None and plan.precisions() != {"fp32"} and backend.startswith("torch"):
         raise LatencyTableError(f"--precision {plan.name}: backend {backend} times PyTorch modules in fp32; "
                                 "build reduced-precision tables on an ort-* backend or trt")
-    folder = build_keys(space, height, width, out_dir, batch, decoder, plan)
+    from .lowering import int8_format_for
+
+    folder = build_keys(space, height, width, out_dir, batch, decoder, plan, int8_format_for(backend))
     say(f"keys written to {folder}")
 
     def progress(graph: str, stats: dict[str, float]) -> None:

@@ -9,7 +9,8 @@ would run it: the key's FP32 graph is rewritten by `export.quantize.lower_nodes`
   output conv stay FP32 there too.
 
 INT8 needs calibration inputs: seeded random inputs of the key's own shapes (images in [0, 255], activations
-N(0, 1)). Ranges from random data differ from a trained network's, but the graph, and so its speed, is the same:
+N(0, 1)), written in the INT8 format of the table's backend (`int8_format_for`: ort-cpu's u8 activations for ONNX
+Runtime CPU, TensorRT's signed symmetric Q/DQ otherwise). Ranges from random data differ from a trained network's, but the graph, and so its speed, is the same:
 a latency table measures speed, never accuracy. The empty (overhead) graphs stay FP32: their inputs and outputs
 are FP32 in every plan.
 """
@@ -48,12 +49,19 @@ def calibration_feeds(key: Key, samples: int = CALIBRATION_SAMPLES, seed: int = 
              for name, shape in key.input_shapes().items()} for _ in range(samples)]
 
 
+def int8_format_for(backend: str) -> str:
+    """How INT8 key graphs are written for `backend`: the format its runtime runs fastest (export.quantize)."""
+    return "ort-cpu" if backend == "ort-cpu" else "tensorrt"
+
+
 def lower_key_graph(fp32_path: str | os.PathLike, out_path: str | os.PathLike, key: Key,
-                    plan_groups: Mapping[str, str], seed: int = 0) -> Path:
-    """Write `key`'s graph at `out_path` (atomic): the FP32 graph at `fp32_path` rewritten by the plan."""
+                    plan_groups: Mapping[str, str], seed: int = 0, int8_format: str = "tensorrt") -> Path:
+    """Write `key`'s graph at `out_path` (atomic): the FP32 graph at `fp32_path` rewritten by the plan, INT8 in
+    `int8_format` (export.quantize.INT8_FORMATS)."""
     model = onnx.load(str(fp32_path))
     precisions = key_node_precisions(model, key, plan_groups)
-    lowered = lower_nodes(model, precisions, calibration_feeds(key, seed=seed), plan_groups=plan_groups)
+    lowered = lower_nodes(model, precisions, calibration_feeds(key, seed=seed), plan_groups=plan_groups,
+                          int8_format=int8_format)
     # The record `export trt` and `inspect` read: a plan graph is built strongly typed, as written.
     props = {prop.key: prop.value for prop in lowered.metadata_props}
     props.update(precision=key.precision, precision_plan=json.dumps(dict(plan_groups)), latency_key=key.id)

@@ -38,13 +38,13 @@ def _table_geometry(keys: Sequence[Key]) -> tuple[list[int], int]:
 
 
 def write_key_graphs(keys: Sequence[Key], out_dir: str | os.PathLike, decoder: Any = None, space: Any = None,
-                     seed: int = 0, plan: Any = None) -> Path:
+                     seed: int = 0, plan: Any = None, int8_format: str = "tensorrt") -> Path:
     """One ONNX graph per key plus the empty graph of each I/O signature, and `manifest.json`; returns the folder.
 
     `decoder`: the DecoderSpec of the decoder keys (default RAFT large); `space`: the SearchSpace the keys come
     from, stored so that the table can predict for its architectures; `plan`: an `export.precision_plan.
     PrecisionPlan` (None: fp32) -- each key's graph is lowered by it (`latency_tables.lowering`) and each key's
-    precision field set from it. Graphs already written are kept (each is written atomically), so an interrupted
+    precision field set from it, INT8 written in `int8_format` (export.quantize.INT8_FORMATS). Graphs already written are kept (each is written atomically), so an interrupted
     run resumes. The keys must include a stem or decoder key (resolution).
     """
     from flownas.models import RAFT_LARGE  # torch: only this step of a table build needs it
@@ -56,7 +56,8 @@ def write_key_graphs(keys: Sequence[Key], out_dir: str | os.PathLike, decoder: A
     resolution, batch = _table_geometry(keys)
     groups = _lowered_groups(plan)
     label = plan.name if groups else DEFAULT_PRECISION
-    _check_reuse(out, decoder.to_dict(), resolution, batch, groups)
+    int8_format = int8_format if groups and "int8" in groups.values() else None
+    _check_reuse(out, decoder.to_dict(), resolution, batch, groups, int8_format)
     keys = with_precision(keys, groups)
     entries, empties, files = [], {}, {}
     for key in dict.fromkeys(keys):  # distinct, in order
@@ -65,14 +66,14 @@ def write_key_graphs(keys: Sequence[Key], out_dir: str | os.PathLike, decoder: A
         file = files.setdefault(graphs.structure(key), f"graphs/{key.id}.onnx")
         empty = graphs.empty_signature(key)
         if not (out / file).is_file():
-            _export_key(key, out / file, decoder, seed, groups)
+            _export_key(key, out / file, decoder, seed, groups, int8_format)
         if empty not in empties:
             empties[empty] = f"empty/{empty}.onnx"
             if not (out / empties[empty]).is_file():
                 graphs.export_empty(key, out / empties[empty])
         entries.append({"id": key.id, "file": file, "empty": empty, "key": key.to_dict()})
     record = provenance("latency-keys", resolution=resolution, precision=label, backend="onnx", extra={
-        "precision_plan": groups, "batch": batch, "space": space.to_dict() if space is not None else None, "decoder": decoder.to_dict(),
+        "precision_plan": groups, "int8_format": int8_format, "batch": batch, "space": space.to_dict() if space is not None else None, "decoder": decoder.to_dict(),
         "base_iters": graphs.BASE_ITERS, "step_span": graphs.STEP_SPAN, "opset": graphs.OPSET,
         "graphs": entries, "empties": empties})
     atomic_write_text(out / MANIFEST, json.dumps(record, indent=1))
@@ -89,7 +90,8 @@ def _lowered_groups(plan: Any) -> dict[str, str] | None:
     return dict(plan.groups)
 
 
-def _export_key(key: Key, path: Path, decoder: Any, seed: int, groups: dict[str, str] | None) -> None:
+def _export_key(key: Key, path: Path, decoder: Any, seed: int, groups: dict[str, str] | None,
+                int8_format: str | None) -> None:
     """The key's FP32 graph, lowered by the plan when the key's precision is not fp32."""
     from . import graphs
 
@@ -100,19 +102,19 @@ def _export_key(key: Key, path: Path, decoder: Any, seed: int, groups: dict[str,
 
     fp32 = path.with_name(path.stem + ".fp32-source.onnx")
     graphs.export_key(key, fp32, decoder, seed)
-    lower_key_graph(fp32, path, key, groups or {}, seed)
+    lower_key_graph(fp32, path, key, groups or {}, seed, int8_format or "tensorrt")
     fp32.unlink()
 
 
 def _check_reuse(out: Path, decoder: dict[str, Any], resolution: list[int], batch: int,
-                 groups: dict[str, str] | None = None) -> None:
+                 groups: dict[str, str] | None = None, int8_format: str | None = None) -> None:
     """Graphs already in `out` are reused, so they must come from the same decoder, resolution, batch and
     precision plan."""
     if not (out / MANIFEST).is_file():
         return
     old = read_manifest(out)
     for field, value in (("decoder", decoder), ("resolution", resolution), ("batch", batch),
-                         ("precision_plan", groups)):
+                         ("precision_plan", groups), ("int8_format", int8_format)):
         if old.get(field) != value:
             raise LatencyTableError(f"{out / MANIFEST}: the folder holds key graphs for {field}={old.get(field)!r}, "
                                     f"not {value!r}; write these keys to another folder")
@@ -168,7 +170,8 @@ def assemble(key_dir: str | os.PathLike, backend: str = "ort-cpu", out_dir: str 
     measure = json.loads(sidecar_path(key_dir, backend).read_text())
     record = provenance("latency-table", resolution=manifest["resolution"], precision=measure["precision"],
                         backend=backend, device=measure["device"], extra={
-                            "precision_plan": manifest.get("precision_plan"), "batch": manifest["batch"],
+                            "precision_plan": manifest.get("precision_plan"),
+                            "int8_format": manifest.get("int8_format"), "batch": manifest["batch"],
                             "threads": measure["threads"], "cpu": measure["cpu"],
                             "measured": measure["created"], "measure_versions": measure["versions"],
                             "timing_config": measure["timing_config"], "space": manifest["space"],

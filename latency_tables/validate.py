@@ -190,9 +190,10 @@ def _plan_lowering(table: LatencyTable) -> Callable[[Path], None]:
     plan = PrecisionPlan(groups)
     pairs = calibration_pairs(CalibrationSet(pairs=2), table.height, table.width) if "int8" in plan.precisions() \
         else []
+    int8_format = table.manifest.get("int8_format") or "tensorrt"
 
     def lower(path: Path) -> None:
-        save_model(apply_plan(onnx.load(str(path)), plan, pairs), path)
+        save_model(apply_plan(onnx.load(str(path)), plan, pairs, int8_format=int8_format), path)
 
     return lower
 

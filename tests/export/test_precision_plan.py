@@ -18,7 +18,7 @@ from export.precision_plan import (GROUPS, PrecisionPlan, PrecisionPlanError, al
                                    node_group, node_precisions, parse_precision)
 from export.precision_sweep import SweepEntry, choose_per_group
 from export.quantize import (CalibrationError, CalibrationSet, apply_plan, calibration_pairs, parse_calibration,
-                             precision_summary)
+                             precision_summary, save_model)
 from export.verify import VerificationError, verification_pairs
 from flownas.errors import ToolkitError
 from flownas.registry import create_model
@@ -178,6 +178,30 @@ def test_int8_graph_is_symmetric_qdq_passes_full_check_and_runs(fp32_graph, cali
     flow32, flow8 = _run(fp32_graph, calib[0]), _run(model, calib[0])
     assert flow8.shape == flow32.shape and np.isfinite(flow8).all()
     assert 0 < np.abs(flow8 - flow32).max() < 1.0  # quantized: close, but not the same graph
+
+
+def test_ort_cpu_int8_format_quantizes_conv_outputs_in_uint8_and_keeps_fp32_readers_fp32(fp32_graph, calib,
+                                                                                        tmp_path) -> None:
+    model = apply_plan(fp32_graph, PrecisionPlan.uniform("int8"), calib, int8_format="ort-cpu")
+    onnx.checker.check_model(model, full_check=True)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {out: n for n in model.graph.node for out in n.output}
+    activation_q = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
+    assert activation_q and all(inits[n.input[2]].dtype == np.uint8 for n in activation_q)  # x86 u8s8 kernels
+    # Conv outputs are quantized (DQ -> Conv -> Q), so ONNX Runtime can fuse QLinearConv.
+    assert any(producer.get(n.input[0]) is not None and producer[n.input[0]].op_type == "Conv" for n in activation_q)
+    assert _fp32_only_nodes_read_fp32(model) == []
+    flow32, flow8 = _run(fp32_graph, calib[0]), _run(model, calib[0])
+    assert np.isfinite(flow8).all() and 0 < np.abs(flow8 - flow32).max() < 1.0
+    path = tmp_path / "ort.onnx"
+    save_model(model, path)
+    from export.tensorrt import build_engine
+    from flownas.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="TensorRT has no UINT8 Q/DQ: export it again with --int8-format tensorrt"):
+        build_engine(path, tmp_path / "x.engine")
+    with pytest.raises(CalibrationError, match="--int8-format 'u8'"):
+        parse_calibration("synthetic", int8_format="u8")
 
 
 def test_int8_calibration_is_deterministic(fp32_graph, calib) -> None:
