@@ -182,10 +182,11 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [f"# Reduced precision on ONNX Runtime CPU ({meta['cpu']}, {meta['date']})", "",
              f"RAFT and raft-k at {HEIGHT}x{WIDTH}, {ITERS} iterations, batch 1, ONNX Runtime "
              f"{meta['onnxruntime']} CPU, {meta['threads']} threads. Weights trained by the toolkit on synthetic "
-             "pairs (`bench.training`: RAFT teacher 800 steps; raft-k cut from the FAD supernet, BatchNorm "
-             "re-estimated). They are far from converged, so the flow they compute is sensitive to small changes "
-             "of its features; the figures show what the toolkit measures, not what a fully trained RAFT would "
-             "give.", "",
+             "pairs at 128x128 with 4 iterations (`bench.training`: RAFT teacher 800 steps; raft-k cut from the "
+             "FAD supernet, BatchNorm re-estimated). They are far from converged, so the flow they compute is "
+             "sensitive to small changes of its features (RAFT's 12 iterations on RubberWhale even drift away: "
+             "see its FP32 EPE), and the figures show what the toolkit measures on such weights, not what a fully "
+             "trained RAFT would give.", "",
              "Flow change = mean end-point distance between the variant's flow (ONNX Runtime) and PyTorch FP32's, "
              f"on RubberWhale (resized) and on {N_SYNTHETIC} held-out synthetic pairs; EPE = against ground truth. "
              "Latencies: all variants of a model timed interleaved in one run (median, p10-p90), speed-up against "
@@ -197,12 +198,14 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                   "EPE RubberWhale | EPE synthetic |", "|---|---|---|---|---|---|---|"]
         for label, v in record["variants"].items():
             s = _summary(v)
+            if label != "fp32" and set(v["plan"].values()) == {"fp32"}:
+                label += ": no group fits, all FP32"
             lines.append(f"| {label} | {v['median_ms']:.0f} ({v['p10_ms']:.0f}-{v['p90_ms']:.0f}) | "
                          f"{v['speedup']:.2f}x | {s['rw_delta']:.3f} | {s['syn_delta']:.3f} | {s['rw_epe']:.3f} | "
                          f"{s['syn_epe']:.3f} |")
         lines += ["", "Sweep (one group in INT8 at a time; flow change = worst pair, time from the sweep's own "
                       "short timing):", "", "```", record["sweep"]["table"].rstrip(), "```", ""]
-    lines += goals(records) + ["", "Reproduce: `.venv/bin/python -m bench.precision --record` "
+    lines += goals(records) + [""] + findings(records) + ["", "Reproduce: `.venv/bin/python -m bench.precision --record` "
                                    "(needs `outputs/bench/training` from `python -m bench.training`)."]
     return "\n".join(lines) + "\n"
 
@@ -220,6 +223,27 @@ def goals(records: list[dict[str, Any]]) -> list[str]:
         lines.append(f"- {record['name']}: {'met' if met else 'NOT met'}. Fastest plan within 0.05 px: {within}; "
                      f"fastest measured: {fastest[0]}, {fastest[1]['speedup']:.2f}x with flow change "
                      f"{_summary(fastest[1])['rw_delta']:.3f} / {_summary(fastest[1])['syn_delta']:.3f} px.")
+    return lines
+
+
+def findings(records: list[dict[str, Any]]) -> list[str]:
+    """What the runs show beyond the goal, computed from the records."""
+    lines = ["## Findings", ""]
+    for record in records:
+        v = record["variants"]
+        ort, trt = v.get("int8 everywhere"), v.get("int8 everywhere, TensorRT format")
+        base = _summary(v["fp32"])
+        shift = max(max(abs(_summary(x)["rw_epe"] - base["rw_epe"]), abs(_summary(x)["syn_epe"] - base["syn_epe"]))
+                    for x in v.values())
+        text = f"- {record['name']}: EPE against ground truth moves by at most {shift:.3f} px in any plan"
+        if ort and trt:
+            text += (f"; INT8 everywhere runs {trt['median_ms'] / ort['median_ms']:.2f}x faster in ONNX Runtime's "
+                     f"format (u8 activations, QLinearConv) than in TensorRT's (conv inputs only: "
+                     f"{trt['speedup']:.2f}x of FP32)")
+        slower = [label for label, x in v.items() if x["speedup"] < 1.0 and "TensorRT" not in label]
+        if slower:
+            text += f"; slower than FP32: {', '.join(slower)}"
+        lines.append(text + ".")
     return lines
 
 
@@ -255,15 +279,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", action="store_true", help="write bench/results/precision.md (+ .json, .png)")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
     parser.add_argument("--models", default="raft,raft-k", help="comma-separated: raft, raft-k")
+    parser.add_argument("--from-json", metavar="FILE", help="re-write the report from a saved precision.json")
     args = parser.parse_args(argv)
     import onnxruntime
 
-    wanted = args.models.split(",")
     out = Path(args.out)
-    records = [measure_model(name, weights, arch, out, args.threads, print)
-               for name, weights, arch in MODELS if name in wanted]
-    meta = {"cpu": cpu_model(), "date": provenance("x")["created"][:10], "threads": args.threads,
-            "onnxruntime": onnxruntime.__version__}
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        records, made = saved["records"], saved["provenance"]
+        meta = {"cpu": made.get("device") or made.get("cpu") or cpu_model(), "date": made["created"][:10],
+                "threads": made.get("threads", args.threads), "onnxruntime": made["versions"]["onnxruntime"]}
+    else:
+        records = [measure_model(name, weights, arch, out, args.threads, print)
+                   for name, weights, arch in MODELS if name in args.models.split(",")]
+        meta = {"cpu": cpu_model(), "date": provenance("x")["created"][:10], "threads": args.threads,
+                "onnxruntime": onnxruntime.__version__}
     text = markdown(records, meta)
     print(text)
     target = RECORD if args.record else out / "precision"
