@@ -141,7 +141,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     request = SearchRequest(
         supernet=args.supernet, table=args.table, budget_ms=args.budget_ms, out=args.out, val=args.val, root=args.root,
         split=args.split, val_samples=args.val_samples, calibrate_bn=args.calibrate_bn, iters=args.iters,
-        iters_choices=args.iters_choices, population=args.population, generations=args.generations, seed=args.seed,
+        iters_choices=args.iters_choices, precision_tables=dict(args.precision_table or []),
+        max_epe_delta=args.max_epe_delta, population=args.population, generations=args.generations, seed=args.seed,
         mode=args.mode, max_params=args.max_params, max_macs=args.max_macs, finalists=args.finalists,
         backend=args.backend, threads=args.threads, device=args.device, resume=args.resume, export=args.export,
         force_table=args.force, progress=not args.no_progress)
@@ -301,6 +302,14 @@ def iters_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def precision_table(text: str) -> tuple[str, str]:
+    """argparse type: `int8=DIR` -> ("int8", "DIR")."""
+    precision, sep, folder = text.partition("=")
+    if not sep or precision not in ("fp32", "fp16", "int8") or not folder:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PRECISION=DIR with PRECISION fp32, fp16 or int8")
+    return precision, folder
+
+
 def _search_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="hardware-aware evolutionary search under a latency budget, "
                                       "finalists measured on the device")
@@ -316,6 +325,11 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=positive_int, default=12, help="update iterations when not searched (default 12)")
     p.add_argument("--iters-choices", type=iters_list, metavar="4,8,12",
                    help="search the iteration count too, among these values")
+    p.add_argument("--precision-table", action="append", type=precision_table, metavar="PRECISION=DIR",
+                   help="a table of another precision (lut build --precision int8), repeatable: precision becomes a "
+                        "gene (bits); each candidate is predicted on its precision's table")
+    p.add_argument("--max-epe-delta", type=float, default=0.5, metavar="PX",
+                   help="reduced-precision finalists: flow change allowed against FP32 (default 0.5 px)")
     p.add_argument("--population", type=positive_int, default=50, help="population size (default 50)")
     p.add_argument("--generations", type=non_negative_int, default=20, help="generations (default 20)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
