@@ -58,6 +58,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--cuda-graph", action="store_true", help="torch-cuda / trt: replay the forward as a CUDA graph")
     p.add_argument("--baseline", help="backend the speed-ups are relative to (default: the first torch backend)")
     p.add_argument("--cv-warn", type=float, help="CV above which results are flagged (default 5%% CPU, 1%% GPU)")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile every runner (ONNX Runtime profiler, torch.profiler, TensorRT IProfiler): "
+                        "OUT/profile/<runner>.csv/.md/.json/.png by operator type and model part")
+    p.add_argument("--profile-runs", type=int, default=5, help="profiled runs per runner (default 5)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT})")
     actions = p.add_subparsers(dest="bench_command", metavar="ACTION",
                                help="optional: compare (two saved reports); without it, bench measures")
@@ -74,7 +78,8 @@ def request_from_args(args: argparse.Namespace) -> BenchRequest:
                         arch=args.arch, model=args.model, resolution=args.resolution, iters=args.iters,
                         batch=args.batch, input_shapes=args.input_shapes, inputs=args.inputs, timing=timing,
                         threads=args.threads, precision=args.precision, cuda_graph=args.cuda_graph,
-                        baseline=args.baseline, out=args.out)
+                        baseline=args.baseline, out=args.out, profile=args.profile,
+                        profile_runs=args.profile_runs)
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from .runners import BenchError, make_runner
 DEFAULT_RESOLUTION, DEFAULT_ITERS, DEFAULT_OUT = (384, 512), 12, "outputs/bench"
 UNTRAINED_NOTE = "Weights are untrained (random, seeded): speed does not depend on weight values."
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PROFILE_DIR = "profile"
 Log = Callable[[str], None]
 
 
@@ -58,6 +59,8 @@ class BenchRequest:
     baseline: str | None = None
     out: str | os.PathLike = DEFAULT_OUT
     seed: int = 0
+    profile: bool = False             # per-operator profiles of every runner into OUT/profile/ (bench.profile)
+    profile_runs: int = 5
 
     def backend_specs(self) -> list[Backend]:
         text = self.backends if isinstance(self.backends, str) else ",".join(self.backends)
@@ -81,7 +84,7 @@ def run_benchmark(request: BenchRequest, log: Log = lambda _: None) -> BenchSess
     _check(request, backends)
     plan = _plan(request, backends)
     # The exported files live in the report's staging folder (under --out) and go before it is swapped in.
-    with staged_dir(Path(request.out), owned=REPORT_FILES) as stage:
+    with staged_dir(Path(request.out), owned=REPORT_FILES + (PROFILE_DIR,)) as stage:
         scratch = scratch_of(stage)
         runners = {f"{plan.name}/{b.name}": _runner(b, request, plan, scratch) for b in backends}
         feeds = _feeds(request, plan, runners)
@@ -89,6 +92,9 @@ def run_benchmark(request: BenchRequest, log: Log = lambda _: None) -> BenchSess
             f"{request.timing.warmup_s:g} s each, then at least {request.timing.runs} round(s)")
         meta = {k: v for k, v in (("resolution", plan.resolution_text), ("iters", plan.iters)) if v is not None}
         results = compare(runners, feeds, request.timing, meta=meta)
+        if request.profile:
+            _profiles(runners, feeds, results, request.profile_runs, stage / PROFILE_DIR, scratch, log)
+            plan.notes.append(f"Per-operator profiles (by operator type and model part): {PROFILE_DIR}/.")
         files = [p for r in runners.values() for p in r.artifacts()]
         title = f"{plan.name}{plan.title_suffix}: {', '.join(b.name for b in backends)}"
         baseline = request.baseline and parse_backends(request.baseline)[0].name
@@ -96,6 +102,21 @@ def run_benchmark(request: BenchRequest, log: Log = lambda _: None) -> BenchSess
                                 files=files, scratch=[scratch], staged=False)
     paths = {key: Path(request.out) / path.name for key, path in written.items()}
     return BenchSession(results, paths, title, plan.notes, baseline)
+
+
+def _profiles(runners: dict[str, Runner], feeds: dict[str, np.ndarray], results: dict[str, BenchResult], runs: int,
+              folder: Path, scratch: Path, log: Log) -> None:
+    """One profile per runner (`bench.profile`), after the timed comparison so it cannot disturb it."""
+    from .profile import profile_runner, write_profile
+
+    for name, runner in runners.items():
+        log(f"profiling {name}: {runs} runs")
+        result = profile_runner(runner, feeds, runs, work_dir=scratch, whole_median_ms=results[name].stats.median_ms)
+        stem = name.replace("/", "_")
+        write_profile(result, folder, f"{name}", command=command_line(), stem=stem)
+        if result.coverage is not None:
+            log(f"  {stem}: per-operator sum {result.total_ms:.2f} ms = {100 * result.coverage:.0f}% of the "
+                f"median {result.whole_median_ms:.2f} ms")
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -116,6 +137,8 @@ def _check(request: BenchRequest, backends: list[Backend]) -> None:
         raise BenchError(f"--iters {request.iters}: the number of update iterations must be at least 1")
     if request.batch < 1:
         raise BenchError(f"--batch {request.batch}: must be at least 1")
+    if request.profile and request.profile_runs < 1:
+        raise BenchError(f"--profile-runs {request.profile_runs}: must be at least 1")
     if request.threads is not None and request.threads < 1:
         raise BenchError(f"--threads {request.threads}: must be at least 1")
     if request.cuda_graph and not any(b.name in ("torch-cuda", "trt") for b in backends):

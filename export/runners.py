@@ -176,8 +176,9 @@ class OrtRunner(Runner):
 
     def __init__(self, onnx_path: str | Path, provider: str = "cpu", *, threads: int | None = None,
                  precision: str | None = None, name: str | None = None, spin: bool = False,
-                 cache_dir: str | Path | None = None) -> None:
+                 cache_dir: str | Path | None = None, profile_prefix: str | Path | None = None) -> None:
         self.path = Path(onnx_path)
+        self.profile_prefix = profile_prefix  # ONNX Runtime's profiler on (bench.profile): JSON at this prefix
         if not self.path.is_file():
             raise RunnerError(f"{self.path}: ONNX file not found")
         self._ort = import_ort_provider(provider)
@@ -222,6 +223,9 @@ class OrtRunner(Runner):
         options = ort.SessionOptions()
         if self.threads:
             options.intra_op_num_threads = self.threads
+        if self.profile_prefix is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(self.profile_prefix)
         if not self.spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.add_session_config_entry("session.inter_op.allow_spinning", "0")
