@@ -13,6 +13,8 @@ reports (bench.compare).
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 
 from export.backends import BACKENDS
@@ -52,9 +54,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--runs", type=int, default=10, help="measured runs at least (default 10)")
     p.add_argument("--duration-s", type=float, default=0.0, help="measure for at least this long (default 0)")
     p.add_argument("--threads", type=int, help="CPU threads for torch and ONNX Runtime (default: torch's)")
-    p.add_argument("--precision", choices=PRECISIONS,
-                   help="precision to run (default: what the artifact holds, fp32 for models); refused where a "
-                        "backend cannot apply it")
+    p.add_argument("--precision", metavar="P[,P...]",
+                   help=f"precision(s) to run, from {', '.join(PRECISIONS)} (default: what the artifact holds, fp32 "
+                        "for models); several (fp32,int8) are measured side by side in one run, a model exported in "
+                        "each (int8: calibrated on synthetic pairs); refused where a backend cannot apply it")
     p.add_argument("--cuda-graph", action="store_true", help="torch-cuda / trt: replay the forward as a CUDA graph")
     p.add_argument("--baseline", help="backend the speed-ups are relative to (default: the first torch backend)")
     p.add_argument("--cv-warn", type=float, help="CV above which results are flagged (default 5%% CPU, 1%% GPU)")
@@ -62,6 +65,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                    help="also profile every runner (ONNX Runtime profiler, torch.profiler, TensorRT IProfiler): "
                         "OUT/profile/<runner>.csv/.md/.json/.png by operator type and model part")
     p.add_argument("--profile-runs", type=int, default=5, help="profiled runs per runner (default 5)")
+    p.add_argument("--json", action="store_true",
+                   help="print the session record (results, files, notes) as JSON on stdout; progress goes to stderr")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT})")
     actions = p.add_subparsers(dest="bench_command", metavar="ACTION",
                                help="optional: compare (two saved reports); without it, bench measures")
@@ -86,7 +91,12 @@ def run_bench(args: argparse.Namespace) -> int:
     """`flownas bench`: run the session, print the report, name the files (`bench compare`: compare two)."""
     if getattr(args, "bench_command", None) == "compare":
         return run_compare(args)
-    session = run_benchmark(request_from_args(args), log=lambda line: print(line, flush=True))
+    as_json = getattr(args, "json", False)
+    stream = sys.stderr if as_json else sys.stdout  # with --json, stdout holds the JSON document only
+    session = run_benchmark(request_from_args(args), log=lambda line: print(line, file=stream, flush=True))
+    if as_json:
+        print(json.dumps(session.to_dict(), indent=1, default=str))
+        return 0
     print(session.paths["markdown"].read_text())
     print("wrote " + ", ".join(str(p) for p in session.paths.values()))
     return 0

@@ -24,6 +24,7 @@ import numpy as np
 from export.runners import Feeds, Runner
 from flownas.provenance import cpu_model, library_version
 
+from .cost import MemorySampler
 from .runners import BenchError
 from .timing import CV_WARN_CPU, CV_WARN_GPU, Clock, TimingStats, run_rounds, summarize, warm_up
 
@@ -74,6 +75,7 @@ class BenchResult:
     meta: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     outputs: dict[str, np.ndarray] | None = field(default=None, repr=False)  # last outputs; not serialised
+    memory: dict[str, Any] = field(default_factory=dict)  # bench.cost.MemorySampler.record() of its activation
 
     @property
     def model(self) -> str:
@@ -92,7 +94,7 @@ class BenchResult:
                "runner": self.runner, "stats": self.stats.to_dict(),
                "phases": {k: v.to_dict() for k, v in self.phases.items()}, "samples_ms": self.samples,
                "config": self.config, "warmup_runs": self.warmup_runs, "run_id": self.run_id, "meta": self.meta,
-               "warnings": self.warnings}
+               "warnings": self.warnings, "memory": self.memory}
         if environment:
             out["environment"] = self.environment
         return out
@@ -151,12 +153,16 @@ def compare(runners: Mapping[str, Runner], feeds: Feeds, config: TimingConfig = 
         raise BenchError("nothing to benchmark: no runners given")
     env, run_id = environment(), uuid.uuid4().hex[:12]
     outputs: dict[str, dict[str, np.ndarray]] = {}
+    memory: dict[str, dict[str, Any]] = {}
     with contextlib.ExitStack() as stack:
-        for runner in runners.values():
-            if not runner.active:
-                stack.enter_context(runner)
         steps = {name: _measure_step(name, runner, feeds, clock, outputs) for name, runner in runners.items()}
-        warmed = {name: warm_up(step, config.warmup_runs, config.warmup_s, clock) for name, step in steps.items()}
+        warmed = {}
+        for name, runner in runners.items():  # one at a time, so each runner's memory rise is its own
+            with MemorySampler(device=runner.device) as sampler:
+                if not runner.active:
+                    stack.enter_context(runner)
+                warmed[name] = warm_up(steps[name], config.warmup_runs, config.warmup_s, clock)
+            memory[name] = sampler.record()
         rounds = run_rounds(steps, config.runs, config.duration_s, clock)
         for name, runner in runners.items():
             if name not in outputs:  # device-timed runs leave their outputs on the device: fetch them once
@@ -164,8 +170,11 @@ def compare(runners: Mapping[str, Runner], feeds: Feeds, config: TimingConfig = 
         descriptions = {name: runner.describe() for name, runner in runners.items()}  # while active: GPU names
     if hasattr(os, "getloadavg"):  # sampled again at the end: a load that rose during the run taints it too
         env["load_average_1min_end"] = round(os.getloadavg()[0], 2)
-    return {name: _result(name, descriptions[name], rounds[name], warmed[name], env, config, run_id, meta,
-                          outputs.get(name)) for name in runners}
+    results = {name: _result(name, descriptions[name], rounds[name], warmed[name], env, config, run_id, meta,
+                             outputs.get(name)) for name in runners}
+    for name, result in results.items():
+        result.memory = memory[name]
+    return results
 
 
 def _measure_step(name: str, runner: Runner, feeds: Feeds, clock: Clock,

@@ -29,8 +29,8 @@ from .protocol import BenchResult
 Results = Union[Sequence[BenchResult], Mapping[str, BenchResult]]
 STAT_COLUMNS = ["min_ms", "mean_ms", "median_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "std_ms", "cv",
                 "throughput_per_s"]
-CSV_COLUMNS = (["name", "model", "backend", "precision", "device", "threads", "resolution", "iters", "runs"]
-               + STAT_COLUMNS + ["h2d_median_ms", "compute_median_ms", "d2h_median_ms", "host_median_ms", "baseline",
+CSV_COLUMNS = (["name", "model", "backend", "precision", "device", "threads", "resolution", "iters", "batch", "runs"]
+               + STAT_COLUMNS + ["pairs_per_s", "gmacs", "peak_host_mb", "peak_device_mb","h2d_median_ms", "compute_median_ms", "d2h_median_ms", "host_median_ms", "baseline",
                                  "speedup_vs_baseline", "max_abs_diff_vs_baseline", "speedup_vs_first_model", "run_id",
                                  "machine_loaded", "warnings"])
 REPORT_FILES = ("results.csv", "report.md", "latency.png", "results.json")
@@ -176,7 +176,8 @@ def csv_rows(results: Results, baseline: str | None = None,
         row = {"name": r.name, "model": r.model, "backend": r.backend, "precision": r.precision,
                "device": r.runner.get("gpu") or r.runner.get("device"), "threads": r.runner.get("threads"),
                "resolution": r.meta.get("resolution"), "iters": r.meta.get("iters", r.runner.get("iters")),
-               "runs": r.stats.count, **{k: v for k, v in r.stats.to_dict().items() if k in STAT_COLUMNS},
+               "batch": batch_of(r), "runs": r.stats.count,
+               **{k: v for k, v in r.stats.to_dict().items() if k in STAT_COLUMNS}, **cost_of(r),
                "run_id": r.run_id, "machine_loaded": load[r.run_id]["loaded"], "warnings": " | ".join(r.warnings)}
         for phase in ("h2d", "compute", "d2h", "host"):
             stats = r.phases.get(f"{phase}_ms")
@@ -185,6 +186,19 @@ def csv_rows(results: Results, baseline: str | None = None,
                                           "speedup_vs_first_model")})
         rows.append(row)
     return rows
+
+
+def batch_of(result: BenchResult) -> int:
+    return int(result.meta.get("batch") or 1)
+
+
+def cost_of(result: BenchResult) -> dict[str, Any]:
+    """Pairs per second (batch / median), GMACs per inference, peak host and device memory (MB)."""
+    macs = result.meta.get("macs")
+    return {"pairs_per_s": batch_of(result) * 1e3 / result.stats.median_ms,
+            "gmacs": None if macs is None else macs / 1e9,
+            "peak_host_mb": result.memory.get("host_peak_increase_mb"),
+            "peak_device_mb": result.memory.get("device_peak_mb")}
 
 
 def _fmt(value: Any, spec: str, suffix: str = "") -> str:
@@ -226,20 +240,45 @@ def _render(items: list[BenchResult], title: str, baseline: str, notes: Sequence
              *_environment_block(items[0].environment, load[items[0].run_id]), ""]
     lines += [f"- {note}" for note in notes] + ([""] if notes else []) + _files_block(records)
     lines += ["## Latency (ms per inference)", "",
-              f"| model | backend | precision | threads | median | p90 | p99 | CV | throughput /s | "
-              f"speed-up vs {baseline} | max abs diff vs {baseline} |", "|" + "---|" * 11]
+              f"| model | backend | precision | threads | batch | median | p90 | p99 | CV | pairs/s | GMACs | "
+              f"peak host MB | speed-up vs {baseline} | max abs diff vs {baseline} |", "|" + "---|" * 14]
     for r, ratio in zip(items, ratio_table(items, baseline)):
-        s = r.stats
-        lines.append(f"| {r.model} | {r.backend} | {r.precision} | {r.runner.get('threads')} | {s.median_ms:.2f} | "
-                     f"{s.p90_ms:.2f} | {s.p99_ms:.2f} | {s.cv:.1%} | {s.throughput_per_s:.2f} | "
+        s, cost = r.stats, cost_of(r)
+        device_mb = f" (+{cost['peak_device_mb']:.0f} GPU)" if cost["peak_device_mb"] is not None else ""
+        lines.append(f"| {r.model} | {r.backend} | {r.precision} | {r.runner.get('threads')} | {batch_of(r)} | "
+                     f"{s.median_ms:.2f} | {s.p90_ms:.2f} | {s.p99_ms:.2f} | {s.cv:.1%} | {cost['pairs_per_s']:.2f} | "
+                     f"{_fmt(cost['gmacs'], '.2f')} | {_fmt(cost['peak_host_mb'], '.0f')}{device_mb} | "
                      f"{_ratio_cell(ratio['speedup_vs_baseline'], load[r.run_id]['loaded'])} | "
                      f"{_fmt(ratio['max_abs_diff_vs_baseline'], '.1e')} |")
-    lines += _models_table(items, load) + _phases_table(items)
+    lines += _precision_table(items) + _models_table(items, load) + _phases_table(items)
     warnings = _load_warnings(load) + [w for r in items for w in r.warnings]
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     lines += ["", "## Method", "", _method(items[0])]
     return "\n".join(lines) + "\n"
+
+
+def _precision_table(items: list[BenchResult]) -> list[str]:
+    """Per model and backend, each precision's median with its speed-up over fp32 of the same backend and run."""
+    precisions = list(dict.fromkeys(r.precision for r in items))
+    if len(precisions) < 2:
+        return []
+    lines = ["", "## Precisions side by side (median ms; speed-up vs fp32 on the same backend, same run)", "",
+             "| model | backend | " + " | ".join(precisions) + " |", "|---|---|" + "---|" * len(precisions)]
+    for model, backend in dict.fromkeys((r.model, r.backend) for r in items):
+        group = {r.precision: r for r in items if (r.model, r.backend) == (model, backend)}
+        base = group.get("fp32")
+        cells = []
+        for precision in precisions:
+            r = group.get(precision)
+            if r is None:
+                cells.append("-")
+                continue
+            same_run = base is not None and base.run_id == r.run_id
+            ratio = f" ({base.stats.median_ms / r.stats.median_ms:.2f}x)" if same_run else ""
+            cells.append(f"{r.stats.median_ms:.2f}{ratio}")
+        lines.append(f"| {model} | {backend} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _models_table(items: list[BenchResult], load: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -285,7 +324,10 @@ def _method(result: BenchResult) -> str:
             f"{c['duration_s']:g} s, "
             "so ratios come from one run. Latency is end to end with numpy inputs and outputs: host perf_counter "
             "on the CPU; CUDA events (H2D + compute + D2H, as trtexec's Latency) for GPU runners. Percentiles use "
-            "linear interpolation; CV = sample standard deviation / mean; throughput = 1000 / median. Flagged "
+            "linear interpolation; CV = sample standard deviation / mean; pairs/s = batch x 1000 / median. Peak host "
+            "MB: the rise of the process's resident memory over the runner's activation and warm-up (sampled every "
+            "2 ms; runners are loaded one after another), GPU MB: torch.cuda.max_memory_allocated (torch-cuda only). "
+            "GMACs: Conv/MatMul/Gemm multiply-accumulates per inference (bench.cost). Flagged "
             "when CV exceeds 5% (host timing) or 1% (GPU compute, trtexec's threshold), and the run when its 1-min "
             "load average at start or end exceeds the CPUs it could use (its ratios are then not findings). Raw "
             "samples are in results.json.")

@@ -25,13 +25,24 @@ class BenchError(ToolkitError, ValueError):
 
 
 def export_temp_onnx(model: Any, resolution: tuple[int, int], iters: int, folder: str | Path,
-                     name: str = "model") -> Path:
-    """Export `model` with the toolkit's default export (gather lookup) to `folder/<name>.onnx`."""
+                     name: str = "model", batch: int = 1, precision: str = "fp32", int8_format: str = "tensorrt") -> Path:
+    """Export `model` with the toolkit's default export (gather lookup) to `folder/<name>.onnx`; in `precision`
+    (fp16 / int8: the uniform plan, INT8 calibrated on 8 synthetic pairs in `int8_format`) when not fp32. A speed
+    benchmark does not gate on the flow change (accuracy is `export onnx --precision`'s and `verify`'s job)."""
     from export.onnx_export import ExportError, ExportSpec, export_onnx
 
-    path = Path(folder) / f"{name}.onnx"
+    path = Path(folder) / f"{name}{'' if precision == 'fp32' else '-' + precision}.onnx"
+    spec = ExportSpec(resolution[0], resolution[1], iters, batch=batch)
     try:
-        export_onnx(model, path, ExportSpec(resolution[0], resolution[1], iters))
+        if precision == "fp32":
+            export_onnx(model, path, spec)
+        else:
+            from export.precision_export import export_precision_onnx
+            from export.precision_plan import PrecisionPlan
+            from export.quantize import CalibrationSet
+
+            export_precision_onnx(model, path, spec, PrecisionPlan.uniform(precision),
+                                  CalibrationSet(int8_format=int8_format), max_epe_delta=float("inf"))
     except ExportError as exc:
         raise BenchError(f"cannot export {name} for ONNX Runtime: {exc}") from None
     return path
@@ -40,11 +51,12 @@ def export_temp_onnx(model: Any, resolution: tuple[int, int], iters: int, folder
 def make_runner(backend: str, *, onnx: str | Path | None = None, engine: str | Path | None = None,
                 model: Any = None, iters: int = 12, threads: int | None = None, precision: str | None = None,
                 resolution: tuple[int, int] | None = None, model_name: str | None = None,
-                cuda_graph: bool = False, scratch: str | Path | None = None) -> Runner:
+                cuda_graph: bool = False, scratch: str | Path | None = None, batch: int = 1) -> Runner:
     """A runner for `backend` (a name or alias), after checking that the given artifacts fit it (one-line errors).
 
     `trt` needs an engine; `ort-*` an ONNX file, or a flow model (and `resolution`) exported into `scratch`;
-    `torch-*` a flow model.
+    `torch-*` a flow model. A model exported for `ort-*` is exported at `batch`, and in `precision` (int8 in
+    ONNX Runtime CPU's format on ort-cpu, TensorRT's elsewhere).
     """
     spec = resolve_backend(backend)
     if cuda_graph and spec.name not in ("torch-cuda", "trt"):
@@ -54,8 +66,11 @@ def make_runner(backend: str, *, onnx: str | Path | None = None, engine: str | P
             raise BenchError("backend trt runs a TensorRT engine: give --engine (build one with `export trt`)")
         return EngineRunner(engine, precision=precision, name=model_name, cuda_graph=cuda_graph)
     if spec.runs == "onnx":
-        if onnx is None:
-            onnx = _export_for(spec, model, resolution, iters, scratch, model_name)
+        if onnx is None and spec.name != "ort-trt" and precision in ("int8", "fp16"):
+            onnx = _export_for(spec, model, resolution, iters, scratch, model_name, batch, precision)
+            precision = None  # the exported graph holds its precision
+        elif onnx is None:  # ort-trt applies fp16 itself to an fp32 graph
+            onnx = _export_for(spec, model, resolution, iters, scratch, model_name, batch)
         return OrtRunner(onnx, spec.provider or "cpu", threads=threads, precision=precision, name=model_name)
     if model is None:
         raise BenchError(f"backend {spec.name} runs PyTorch eager: give --weights or --model "
@@ -65,11 +80,12 @@ def make_runner(backend: str, *, onnx: str | Path | None = None, engine: str | P
 
 
 def _export_for(spec: Backend, model: Any, resolution: tuple[int, int] | None, iters: int,
-                scratch: str | Path | None, name: str | None) -> Path:
+                scratch: str | Path | None, name: str | None, batch: int = 1, precision: str = "fp32") -> Path:
     if model is None:
         raise BenchError(f"backend {spec.name} needs --onnx, or a model (--weights or --model) to export")
     if resolution is None or scratch is None:
         raise BenchError(f"backend {spec.name}: exporting the model to ONNX needs a resolution and a scratch folder")
     spec.check()  # fail before a long export, not after
-    return export_temp_onnx(model, resolution, iters, scratch, name or "model")
+    int8_format = "ort-cpu" if spec.name == "ort-cpu" else "tensorrt"
+    return export_temp_onnx(model, resolution, iters, scratch, name or "model", batch, precision, int8_format)
 

@@ -62,6 +62,12 @@ class BenchRequest:
     profile: bool = False             # per-operator profiles of every runner into OUT/profile/ (bench.profile)
     profile_runs: int = 5
 
+    def precision_list(self) -> list[str | None]:
+        """`precision` as a list ("fp32,int8" -> both, measured side by side); [None] when not given."""
+        if not self.precision:
+            return [None]
+        return [p.strip() for p in str(self.precision).split(",") if p.strip()]
+
     def backend_specs(self) -> list[Backend]:
         text = self.backends if isinstance(self.backends, str) else ",".join(self.backends)
         return parse_backends(text)
@@ -77,6 +83,13 @@ class BenchSession:
     notes: list[str]
     baseline: str | None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The record `bench --json` prints: title, baseline, notes, report files and every result (no samples
+        of other runs, no outputs)."""
+        return {"title": self.title, "baseline": self.baseline, "notes": self.notes,
+                "files": {k: str(v) for k, v in self.paths.items()},
+                "results": [r.to_dict() for r in self.results.values()]}
+
 
 def run_benchmark(request: BenchRequest, log: Log = lambda _: None) -> BenchSession:
     """Check the request, build the runners, measure them interleaved, write the reports; the session record."""
@@ -86,11 +99,14 @@ def run_benchmark(request: BenchRequest, log: Log = lambda _: None) -> BenchSess
     # The exported files live in the report's staging folder (under --out) and go before it is swapped in.
     with staged_dir(Path(request.out), owned=REPORT_FILES + (PROFILE_DIR,)) as stage:
         scratch = scratch_of(stage)
-        runners = {f"{plan.name}/{b.name}": _runner(b, request, plan, scratch) for b in backends}
+        precisions = request.precision_list()
+        runners = {f"{plan.name}/{b.name}" + (f"/{p}" if len(precisions) > 1 else ""):
+                   _runner(b, request, plan, scratch, p) for b in backends for p in precisions}
         feeds = _feeds(request, plan, runners)
         log(f"measuring {len(runners)} runner(s) interleaved: {request.timing.warmup_runs} warm-up run(s) / "
             f"{request.timing.warmup_s:g} s each, then at least {request.timing.runs} round(s)")
         meta = {k: v for k, v in (("resolution", plan.resolution_text), ("iters", plan.iters)) if v is not None}
+        meta.update(batch=request.batch, macs=_macs(request, plan))
         results = compare(runners, feeds, request.timing, meta=meta)
         if request.profile:
             _profiles(runners, feeds, results, request.profile_runs, stage / PROFILE_DIR, scratch, log)
@@ -102,6 +118,25 @@ def run_benchmark(request: BenchRequest, log: Log = lambda _: None) -> BenchSess
                                 files=files, scratch=[scratch], staged=False)
     paths = {key: Path(request.out) / path.name for key, path in written.items()}
     return BenchSession(results, paths, title, plan.notes, baseline)
+
+
+def _macs(request: BenchRequest, plan: _Plan) -> int | None:
+    """MACs per inference (whole batch): counted on the PyTorch model when there is one, else on the ONNX graph;
+    None for an engine alone or where shapes are unknown (`bench.cost`)."""
+    from .cost import graph_macs
+
+    if plan.model is not None and plan.resolution:
+        from flownas.complexity import count_macs
+
+        try:
+            return request.batch * int(count_macs(plan.model, *plan.resolution, plan.iters or DEFAULT_ITERS)["total"])
+        except Exception:  # a model FlopCounterMode cannot trace (a custom op): no count rather than no benchmark
+            return None
+    if request.onnx:
+        macs = graph_macs(request.onnx)
+        input_batch = next(iter(onnx_io_specs(request.onnx)[0])).shape[0]
+        return macs if isinstance(input_batch, int) else None
+    return None
 
 
 def _profiles(runners: dict[str, Runner], feeds: dict[str, np.ndarray], results: dict[str, BenchResult], runs: int,
@@ -160,20 +195,28 @@ def _check(request: BenchRequest, backends: list[Backend]) -> None:
 
 
 def _check_precision(request: BenchRequest, backends: list[Backend]) -> None:
-    """A precision is applied, never just recorded: each backend must be able to run it."""
-    precision = request.precision
-    if precision is None:
-        return
-    if precision not in PRECISIONS:
-        raise BenchError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    for backend in backends:
-        if backend.name == "ort-trt" and precision in ("fp32", "fp16"):
-            continue
-        if backend.runs == "engine":
-            continue  # the engine runner compares with the precision it was built for
-        if precision != "fp32" and not (backend.runs == "onnx" and request.onnx):
-            raise BenchError(f"--precision {precision}: backend {backend.name} runs fp32 here (fp16 needs ort-trt, "
-                             "trt, or an ONNX file exported in that precision)")
+    """A precision is applied, never just recorded: each backend must be able to run each precision asked."""
+    precisions = [p for p in request.precision_list() if p is not None]
+    if len(set(precisions)) != len(precisions):
+        raise BenchError(f"--precision {request.precision}: a precision is given twice")
+    exported = bool(request.weights or request.model) and not request.onnx
+    for precision in precisions:
+        if precision not in PRECISIONS:
+            raise BenchError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        for backend in backends:
+            if backend.name == "ort-trt" and precision in ("fp32", "fp16"):
+                continue
+            if backend.runs == "engine":
+                continue  # the engine runner compares with the precision it was built for
+            if backend.runs == "onnx" and exported and precision in ("int8", "fp16"):
+                continue  # exported in that precision for this run (export.precision_export)
+            if precision != "fp32" and not (backend.runs == "onnx" and request.onnx):
+                raise BenchError(f"--precision {precision}: backend {backend.name} runs fp32 here (int8/fp16 need "
+                                 "ort-* with a model to export, ort-trt or trt, or an ONNX file exported in that "
+                                 "precision)")
+    if len(precisions) > 1 and request.onnx:
+        raise BenchError("several --precision values need a model to export (--weights or --model): an ONNX "
+                         "file holds one precision")
 
 
 # --------------------------------------------------------------------------------------------- plan
@@ -268,11 +311,11 @@ def _check_same_architecture(request: BenchRequest, model: Any, meta: dict[str, 
 
 
 # --------------------------------------------------------------------------------------------- runners and data
-def _runner(backend: Backend, request: BenchRequest, plan: _Plan, scratch: Path) -> Runner:
+def _runner(backend: Backend, request: BenchRequest, plan: _Plan, scratch: Path, precision: str | None) -> Runner:
     threads = request.threads or _default_threads(backend)
     return make_runner(backend.name, onnx=request.onnx, engine=request.engine, model=plan.model,
-                       iters=plan.iters or DEFAULT_ITERS, threads=threads, precision=request.precision,
-                       resolution=plan.resolution, model_name=plan.name, scratch=scratch,
+                       iters=plan.iters or DEFAULT_ITERS, threads=threads, precision=precision,
+                       resolution=plan.resolution, model_name=plan.name, scratch=scratch, batch=request.batch,
                        cuda_graph=request.cuda_graph and backend.name in ("torch-cuda", "trt"))
 
 

@@ -5,6 +5,7 @@ RAFT small at 128x128 with 1 iteration and two measured runs: these check wiring
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
@@ -48,7 +49,12 @@ def test_untrained_model_on_two_backends(tmp_path: Path, capsys: pytest.CaptureF
     record = json.loads((out / "results.json").read_text())
     assert [r["backend"] for r in record["results"]] == ["torch-cpu", "ort-cpu"]
     assert {r["runner"]["threads"] for r in record["results"]} == {1}
-    assert record["results"][0]["meta"] == {"resolution": "128x128", "iters": 1}
+    from flownas.complexity import count_macs
+    from flownas.weights import untrained_model
+
+    macs = count_macs(untrained_model("raft-small"), 128, 128, 1)["total"]  # counted independently here
+    assert record["results"][0]["meta"] == {"resolution": "128x128", "iters": 1, "batch": 1, "macs": macs}
+    assert all(r["memory"]["host_peak_increase_mb"] > 0 for r in record["results"])
     assert UNTRAINED_NOTE in record["notes"]
     printed = capsys.readouterr().out
     assert "speed-up vs torch-cpu" in printed and str(out / "report.md") in printed
@@ -58,7 +64,10 @@ def test_onnx_file_gives_resolution_and_iterations(onnx_file: Path, tmp_path: Pa
     assert _bench("--onnx", str(onnx_file), "--backend", "ort-cpu", "--precision", "fp32", "--out",
                   str(tmp_path), *FAST) == 0
     (result,) = json.loads((tmp_path / "results.json").read_text())["results"]
-    assert result["meta"] == {"resolution": "128x128", "iters": 1} and result["model"] == "raft-small"
+    from bench.cost import graph_macs
+
+    assert result["meta"] == {"resolution": "128x128", "iters": 1, "batch": 1, "macs": graph_macs(onnx_file)}
+    assert result["model"] == "raft-small"
 
 
 def test_onnx_file_with_a_matching_model_for_torch(onnx_file: Path, tmp_path: Path) -> None:
@@ -132,3 +141,18 @@ def test_suite_quick_mode(tmp_path: Path) -> None:
     rows = (tmp_path / "results.csv").read_text().splitlines()
     assert len(rows) == 3 and "raft-small,torch-cpu" in rows[1] and "raft-small,ort-cpu" in rows[2]
     assert suite.main(["--models", "raft-xl", "--out", str(tmp_path)]) == 2
+
+
+def test_json_output_is_the_only_thing_on_stdout_and_batch_sets_throughput(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    assert _bench("--model", "tiny-flownas", "--backend", "ort-cpu", "--resolution", "128x128", "--iters", "1",
+                  "--batch", "2", "--threads", "1", "--json", "--out", str(tmp_path / "b"), *FAST) == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)  # nothing but the document
+    assert "measuring" in captured.err
+    (result,) = record["results"]
+    assert result["meta"]["batch"] == 2 and record["files"]["markdown"].endswith("report.md")
+    with (tmp_path / "b" / "results.csv").open() as handle:
+        row = next(csv.DictReader(handle))
+    assert float(row["pairs_per_s"]) == pytest.approx(2 * 1000 / result["stats"]["median_ms"])
+    assert int(row["batch"]) == 2 and float(row["gmacs"]) > 0 and float(row["peak_host_mb"]) >= 0

@@ -167,8 +167,8 @@ def test_each_run_is_judged_on_its_own_load() -> None:
                _known("raft-k", "torch-cpu", [200.0] * 3, run_id="b", env=loaded),
                _known("raft-k", "ort-cpu", [100.0] * 3, run_id="b", env=loaded)]
     text = markdown(results, "two runs", command="c")
-    assert "| raft | ort-cpu | fp32 | 2 | 50.00 | 50.00 | 50.00 | 0.0% | 20.00 | 2.00x |" in text
-    assert f"| raft-k | ort-cpu | fp32 | 2 | 100.00 | 100.00 | 100.00 | 0.0% | 10.00 | 2.00x {LOADED} |" in text
+    assert "| raft | ort-cpu | fp32 | 2 | 1 | 50.00 | 50.00 | 50.00 | 0.0% | 20.00 | n/a | n/a | 2.00x |" in text
+    assert f"| raft-k | ort-cpu | fp32 | 2 | 1 | 100.00 | 100.00 | 100.00 | 0.0% | 10.00 | n/a | n/a | 2.00x {LOADED} |" in text
     assert "(run b)" in text and "(run a)" not in text
 
 

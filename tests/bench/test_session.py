@@ -20,7 +20,8 @@ def test_any_onnx_graph_with_an_input_named_x(tmp_path: Path) -> None:
     result = session.results["conv/ort-cpu"]
     assert result.stats.count == 5 and len(result.samples["latency_ms"]) == 5
     assert 0 < result.stats.min_ms <= result.stats.median_ms <= result.stats.p90_ms <= result.stats.max_ms
-    assert result.outputs["y"].shape == (1, 4, 8, 8) and result.meta == {}
+    # MACs of the one 3x3 conv, by hand: 4 x 8 x 8 outputs x (3 x 3 x 3) products each
+    assert result.outputs["y"].shape == (1, 4, 8, 8) and result.meta == {"batch": 1, "macs": 4 * 8 * 8 * 27}
     record = json.loads((tmp_path / "out" / "results.json").read_text())
     stats = record["results"][0]["stats"]
     assert {"min_ms", "median_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "cv", "throughput_per_s"} <= set(stats)
@@ -45,7 +46,8 @@ def test_dynamic_graph_takes_shapes_and_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize("changes, message", [
     ({"iters": 0}, "--iters 0: the number of update iterations must be at least 1"),
     ({"precision": "int3"}, "--precision 'int3' is not one of"),
-    ({"precision": "fp16"}, "backend ort-cpu runs fp32 here"),
+    ({"precision": "int8", "backends": "torch-cpu"}, "backend torch-cpu runs fp32 here"),
+    ({"precision": "fp32,fp32"}, "a precision is given twice"),
     ({"backends": "ort-cuda"}, "CUDAExecutionProvider"),
     ({"threads": 0}, "--threads 0"),
 ])
@@ -71,5 +73,17 @@ def test_a_flow_graph_is_fed_an_image_pair_at_its_export_size(tmp_path: Path) ->
     onnx = export_temp_onnx(RAFT(small=True).eval(), (128, 128), 1, tmp_path, "raft-small")
     session = run_benchmark(BenchRequest(backends="onnxruntime", onnx=str(onnx), timing=QUICK, out=tmp_path / "o"))
     result = session.results["raft-small/ort-cpu"]
-    assert result.meta == {"resolution": "128x128", "iters": 1} and result.outputs["flow"].shape == (1, 2, 128, 128)
+    assert result.meta["resolution"] == "128x128" and result.meta["iters"] == 1 and result.meta["macs"] > 0
+    assert result.outputs["flow"].shape == (1, 2, 128, 128)
     assert "at 128x128, 1 iterations" in session.title
+
+
+@pytest.mark.slow
+def test_precisions_side_by_side_from_one_run(tmp_path: Path) -> None:
+    session = run_benchmark(BenchRequest(backends="ort-cpu", model="tiny-flownas", resolution="128x128", iters=1,
+                                         precision="fp32,int8", threads=1, timing=QUICK, out=tmp_path / "o"))
+    fp32, int8 = session.results["tiny-flownas/ort-cpu/fp32"], session.results["tiny-flownas/ort-cpu/int8"]
+    assert (fp32.precision, int8.precision) == ("fp32", "int8") and fp32.run_id == int8.run_id
+    text = session.paths["markdown"].read_text()
+    ratio = fp32.stats.median_ms / int8.stats.median_ms
+    assert "## Precisions side by side" in text and f"{int8.stats.median_ms:.2f} ({ratio:.2f}x)" in text
