@@ -32,7 +32,9 @@ def command(name: str) -> Callable:
 
 
 def _log(line: str) -> None:
-    print(line, flush=True)
+    from flownas.logs import say
+
+    say(line)
 
 
 def _warn(line: str) -> None:
@@ -361,6 +363,12 @@ def _pipeline_parser(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="flownas", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors too")
+    level = parser.add_mutually_exclusive_group()
+    level.add_argument("--verbose", action="store_true", help="also print debug messages (stage timings, details)")
+    level.add_argument("--quiet", action="store_true",
+                       help="only results, warnings and errors: no progress lines, no progress bars")
+    parser.add_argument("--log-file", metavar="FILE",
+                        help="append every message (debug level, timestamped) to FILE as well")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, help="one of")
     _infer_parser(sub)
     _evaluate_parser(sub)
@@ -380,9 +388,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from flownas.errors import ToolkitError, one_line
 
+    import shlex
+    import time
+
+    from flownas.logs import LOGGER, setup_logging
+    from flownas.provenance import command_line
+
     args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet, args.log_file)
+    # As trtexec does, every log starts with what ran (reports and records carry it too); on the console only with
+    # --verbose, so that a user error stays one line on stderr.
+    shown = "flownas " + shlex.join(argv) if argv is not None else command_line()
+    LOGGER.debug(f"=== Command === {shown}")
+    started = time.perf_counter()
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        LOGGER.debug(f"{args.command} finished in {time.perf_counter() - started:.2f} s (exit {status})")
+        return status
     except ToolkitError as exc:
         if args.debug:
             raise

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 from export.backends import BACKENDS
@@ -91,9 +90,10 @@ def run_bench(args: argparse.Namespace) -> int:
     """`flownas bench`: run the session, print the report, name the files (`bench compare`: compare two)."""
     if getattr(args, "bench_command", None) == "compare":
         return run_compare(args)
-    as_json = getattr(args, "json", False)
-    stream = sys.stderr if as_json else sys.stdout  # with --json, stdout holds the JSON document only
-    session = run_benchmark(request_from_args(args), log=lambda line: print(line, file=stream, flush=True))
+    from flownas.logs import progress
+
+    as_json = getattr(args, "json", False)  # progress goes to stderr: with --json stdout holds the document only
+    session = run_benchmark(request_from_args(args), log=progress)
     if as_json:
         print(json.dumps(session.to_dict(), indent=1, default=str))
         return 0

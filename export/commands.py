@@ -7,8 +7,7 @@ from pathlib import Path
 
 from flownas.fileio import parse_resolution
 
-from .spec import DEFAULT_OPSET, ExportError, ExportSpec
-from .verify import DEFAULT_TOLERANCE_EPE, real_pair_images
+from .spec import DEFAULT_OPSET, DEFAULT_TOLERANCE_EPE, ExportError, ExportSpec
 
 
 def _model_source_args(p: argparse.ArgumentParser) -> None:
@@ -31,6 +30,9 @@ def add_export_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (multiples of 8)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 16-19 for TensorRT (default 17)")
     p.add_argument("--no-tensorrt", action="store_true", help="allow opset >= 20 (not for TensorRT)")
+    p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
+                   help="torchscript (default: torch.onnx's tracer) or dynamo (torch.export + onnxscript, its "
+                        "successor; needs --opset 18 or 19 and pip install onnxscript)")
     _verify_args(p)
     p.add_argument("--precision", default="fp32", metavar="fp32|fp16|bf16|int8|PLAN.json",
                    help="graph precision: uniform, or a per-group plan file (from `export precision-sweep`); "
@@ -131,7 +133,8 @@ def _export_onnx(args: argparse.Namespace) -> int:
     if args.supernet and not args.arch:
         raise ExportError("--supernet needs --arch (the subnet to export)")
     height, width = parse_resolution(args.resolution)
-    spec = ExportSpec(height, width, args.iters, args.opset, dynamic=args.dynamic, for_tensorrt=not args.no_tensorrt)
+    spec = ExportSpec(height, width, args.iters, args.opset, dynamic=args.dynamic, for_tensorrt=not args.no_tensorrt,
+                      exporter=args.exporter)
     spec.validate()
     plan = parse_precision(args.precision)  # a bad plan file fails before the model loads
     check_plan_writable(plan)
@@ -141,6 +144,8 @@ def _export_onnx(args: argparse.Namespace) -> int:
     calibration = parse_calibration(args.calibration, args.calibration_pairs, args.calibration_method,
                                     int8_format=args.int8_format)
     if args.real_pair:
+        from .verify import real_pair_images  # cv2: imported when used, not for --help
+
         real_pair_images(args.real_pair, 128, 128)  # a missing real pair fails before the model loads
     model = load_flow_model(args.supernet or args.weights, arch=args.arch)
     if plan.precisions() != {"fp32"}:
@@ -184,6 +189,8 @@ def _export_precision_sweep(args: argparse.Namespace) -> int:
     candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
     groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
     if args.real_pair:
+        from .verify import real_pair_images  # cv2: imported when used, not for --help
+
         real_pair_images(args.real_pair, 128, 128)
     model = load_flow_model(args.supernet or args.weights, arch=args.arch)
     result = precision_sweep(model, spec, calibration, max_epe_delta=args.max_epe_delta, candidates=candidates,

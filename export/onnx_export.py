@@ -77,6 +77,9 @@ def _trace(model: FlowModel, path: Path, spec: ExportSpec) -> None:
     if spec.dynamic:
         axes = {0: "batch", 2: "height", 3: "width"}
         dynamic_axes = {"image1": axes, "image2": axes, "flow": axes}
+    if spec.exporter == "dynamo":
+        _export_dynamo(wrapper, example, path, spec)
+        return
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about python ints from shapes are expected
         torch.onnx.export(
@@ -84,6 +87,24 @@ def _trace(model: FlowModel, path: Path, spec: ExportSpec) -> None:
             input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes,
             do_constant_folding=True,
         )
+
+
+def _export_dynamo(wrapper: nn.Module, example: Tensor, path: Path, spec: ExportSpec) -> None:
+    """torch.export + onnxscript (`torch.onnx.export(..., dynamo=True)`), the exporter torch is moving to."""
+    import contextlib
+    import io
+
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it; pip install onnxscript)
+    except ImportError:
+        from flownas.errors import MissingDependencyError
+
+        raise MissingDependencyError("the dynamo exporter needs onnxscript: pip install onnxscript") from None
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # its progress and FutureWarnings: the toolkit reports the export itself
+        program = torch.onnx.export(wrapper, (example, example.clone()), dynamo=True, opset_version=spec.opset,
+                                    input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES))
+    program.save(str(path))
 
 
 def _simplify(graph: onnx.ModelProto) -> onnx.ModelProto:

@@ -18,10 +18,10 @@ import numpy as np
 from flownas.errors import ToolkitError
 
 from .runners import ENGINE_SUFFIXES, Runner
+from .spec import DEFAULT_TOLERANCE_EPE
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Pair = tuple[str, np.ndarray, np.ndarray]
-DEFAULT_TOLERANCE_EPE = 1e-3  # px, fp32
 REAL_PAIR_FILES = ("frame10.png", "frame11.png")
 
 

@@ -137,7 +137,9 @@ def add_lut_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _log(line: str) -> None:
-    print(line, flush=True)
+    from flownas.logs import progress
+
+    progress(line)
 
 
 def _run_keys(args: argparse.Namespace) -> int:

@@ -54,6 +54,17 @@ def test_raft_onnx_matches_pytorch(raft_small, tmp_path):
     assert (meta["export_height"], meta["export_width"], meta["export_iters"]) == (128, 160, 2)
 
 
+@pytest.mark.slow
+def test_dynamo_export_matches_pytorch_and_the_torchscript_export(raft_small, tmp_path):
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript (pip install '.[dynamo]')")
+    path = tmp_path / "dynamo.onnx"
+    export_onnx(raft_small, path, ExportSpec(128, 160, iters=2, opset=18, exporter="dynamo"))
+    got, expected = _run_both(raft_small, path, 128, 160, 2)
+    assert _epe(got, expected) < 1e-4 and np.abs(got - expected).max() < 1e-3
+    assert read_metadata(path)["export_exporter"] == "dynamo"
+    assert onnx.load(str(path)).opset_import[0].version >= 18
+
+
 @pytest.mark.slow  # a full-size FlowNAS subnet per seed
 @pytest.mark.parametrize("seed", [0, 1])
 def test_random_subnet_onnx_matches_pytorch(tmp_path, seed):
@@ -94,6 +105,9 @@ def test_metadata_records_how_the_file_was_made(raft_small, tmp_path):
     (ExportSpec(130, 128), "must be multiples of 8"),
     (ExportSpec(64, 128), "at least 128"),
     (ExportSpec(128, 128, iters=0), "at least 1"),
+    (ExportSpec(128, 128, exporter="dynamo"), "the dynamo exporter writes opset >= 18, not 17: pass --opset 18"),
+    (ExportSpec(128, 128, exporter="dynamo", opset=18, dynamic=True), "--dynamic with the dynamo exporter"),
+    (ExportSpec(128, 128, exporter="jit"), "exporter 'jit' is not one of torchscript, dynamo"),
 ])
 def test_invalid_specs_are_refused(spec, message):
     with pytest.raises(ExportError, match=message):
