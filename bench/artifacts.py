@@ -32,7 +32,8 @@ FOLDER_FILES = ("table.json", "results.json", "train.json")  # what makes a fold
 SEARCH_FORMAT_PREFIX = "flownas-search-result/"
 DEFAULT_MAC_RESOLUTION, DEFAULT_MAC_ITERS = (384, 512), 12  # `flownas arch show`'s defaults
 KINDS = ("checkpoint", "onnx", "engine", "latency-table", "bench-report", "training-run", "search-result", "record")
-EXPECTED = ("a checkpoint (.pt/.pth), an ONNX file, a TensorRT engine (.engine/.plan/.trt), a latency table, "
+EXPECTED = ("a checkpoint (.pt/.pth), an ONNX file, a TensorRT engine (.engine/.plan/.trt), saved outputs (.npz), "
+            "a latency table, "
             "a benchmark report, a training run or search result (their JSON or folder)")
 
 
@@ -60,9 +61,26 @@ def inspect_artifact(path: str | os.PathLike, *, resolution: tuple[int, int] | N
         return _inspect_engine(path)
     if suffix == ".json":
         return _inspect_json(path, _read_json(path))
+    if suffix == ".npz":
+        return _inspect_saved_outputs(path)
     if suffix in CHECKPOINT_SUFFIXES or zipfile.is_zipfile(path):  # torch.save writes a zip archive
         return _inspect_checkpoint(path, resolution, iters)
     raise ArtifactError(f"{path}: unknown artifact type {suffix or '(no suffix)'!r} (expected {EXPECTED})")
+
+
+def _inspect_saved_outputs(path: Path) -> dict[str, Any]:
+    """`verify --save-outputs` files: the reference run's record, its cases and every array's shape and dtype."""
+    from export.saved_outputs import load_saved_outputs  # numpy only, read without pickle
+
+    saved = load_saved_outputs(path)
+    out = _base(path, "saved-outputs", saved.record)
+    first = saved.cases[0] if saved.cases else None
+    if first is not None:
+        out["inputs"] = [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in first.inputs.items()]
+        out["outputs"] = [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in first.outputs.items()]
+    out["details"] = {"cases": [c.name for c in saved.cases],
+                      "compare on the target": f"flownas verify ARTIFACT --load-outputs {path.name}"}
+    return out
 
 
 def _base(path: Path, kind: str, record: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -281,3 +281,22 @@ def test_no_torch_import_except_for_checkpoints(artifacts: dict[str, Path]) -> N
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+def test_saved_outputs_show_their_record_cases_and_arrays(tmp_path):
+    import numpy as np
+
+    from bench.artifacts import inspect_artifact
+    from export.runners import OrtRunner
+    from export.saved_outputs import save_outputs
+    from tests_helpers import one_conv_onnx
+
+    graph = one_conv_onnx(tmp_path / "conv.onnx")
+    x = np.ones((1, 3, 8, 8), np.float32)
+    with OrtRunner(graph, "cpu") as runner:
+        save_outputs(runner, [{"x": x}, {"x": 2 * x}], tmp_path / "ref.npz", artifact=graph)
+    record = inspect_artifact(tmp_path / "ref.npz")
+    assert record["kind"] == "saved-outputs" and len(record["details"]["cases"]) == 2
+    assert record["inputs"] == [{"name": "x", "shape": [1, 3, 8, 8], "dtype": "float32"}]
+    assert record["outputs"] == [{"name": "y", "shape": [1, 4, 8, 8], "dtype": "float32"}]
+    assert record["provenance"]["backend"] == "ort-cpu"
