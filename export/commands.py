@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from flownas.fileio import parse_resolution
+from flownas.logs import progress
 
 from .spec import DEFAULT_OPSET, DEFAULT_TOLERANCE_EPE, ExportError, ExportSpec
 
@@ -151,7 +152,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
     if plan.precisions() != {"fp32"}:
         return _export_reduced(args, model, spec, plan, calibration)
     result = export_verified_onnx(model, args.out, spec, real_pair=args.real_pair, tolerance_epe=args.tolerance,
-                                  source=str(args.supernet or args.weights), log=print)
+                                  source=str(args.supernet or args.weights), log=progress)
     record = result.record
     print(f"wrote {result.path} ({record['file_size_bytes'] / 2**20:.1f} MiB, exported in "
           f"{record['export_seconds']:.1f} s) and {result.path.with_suffix('.json')}")
@@ -163,7 +164,7 @@ def _export_reduced(args: argparse.Namespace, model: object, spec: ExportSpec, p
     from .precision_export import export_precision_onnx
 
     result = export_precision_onnx(model, args.out, spec, plan, calibration, max_epe_delta=args.max_epe_delta,
-                                   real_pair=args.real_pair, source=str(args.supernet or args.weights), log=print)
+                                   real_pair=args.real_pair, source=str(args.supernet or args.weights), log=progress)
     record = result.record
     print(f"wrote {result.path} ({record['precision']}: {json.dumps(record['precision_plan'])}; max EPE delta "
           f"{result.check.max_epe_delta:.2e} px <= {record['verification']['tolerance_epe_delta']:g} px) and "
@@ -195,7 +196,7 @@ def _export_precision_sweep(args: argparse.Namespace) -> int:
     model = load_flow_model(args.supernet or args.weights, arch=args.arch)
     result = precision_sweep(model, spec, calibration, max_epe_delta=args.max_epe_delta, candidates=candidates,
                              groups=groups, real_pair=args.real_pair, timer=None if args.no_timing else
-                             _default_timer(), work_dir=Path(args.out).parent, log=print)
+                             _default_timer(), work_dir=Path(args.out).parent, log=progress)
     print(result.table())
     print(f"wrote {write_sweep(result, args.out)}")
     return 0
