@@ -418,7 +418,7 @@ def _plot(path: Path, rows: list[dict[str, Any]], references: list[dict[str, Any
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from flownas.fileio import atomic_path
+    from flownas.fileio import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter([r["latency_ms"] for r in rows], [r["epe"] for r in rows], s=10, c="0.75", label="evaluated")
@@ -434,9 +434,7 @@ def _plot(path: Path, rows: list[dict[str, Any]], references: list[dict[str, Any
     ax.set_ylabel("validation EPE (px)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def run_search(request: SearchRequest, log: Log = _quiet) -> SearchRecord:

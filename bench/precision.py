@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from flownas.fileio import atomic_path, atomic_write_text
+from flownas.fileio import atomic_write_text, save_figure
 from flownas.provenance import cpu_model, provenance
 
 REPO = Path(__file__).resolve().parents[1]
@@ -268,9 +268,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("flow change vs PyTorch FP32, synthetic (px)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

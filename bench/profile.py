@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from flownas.fileio import atomic_path, atomic_write_text
+from flownas.fileio import atomic_write_text, save_figure
 
 PARTS = ("encoders", "correlation", "update", "upsampling", "other")
 _ENCODER_SCOPES = ("/fnet", "/cnet")
@@ -348,9 +348,7 @@ def _plot(result: ProfileResult, path: Path, title: str, limit: int = 12) -> Non
     right.set_title(f"by operator type (top {len(types)})", fontsize=9)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def breakdown_table(breakdowns: Mapping[str, Mapping[str, float]], limit: int = 14) -> list[str]:

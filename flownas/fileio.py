@@ -209,6 +209,17 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         raise
 
 
+
+def save_figure(fig: Any, path: PathLike, dpi: int = 110) -> Path:
+    """Write a matplotlib figure as PNG atomically (readers never see half a picture), then close it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib is imported by whoever made the figure
+
+    plt.close(fig)
+    return path
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flownas.arch import ArchConfig, SearchSpace, resolve_arch
-from flownas.fileio import atomic_path
+from flownas.fileio import save_figure
 
 from bench.protocol import TimingConfig
 
@@ -147,7 +147,5 @@ def plot_breakdown(table_dir: str | os.PathLike, arch: ArchConfig | str | Any, i
     ax.set_title(f"{record['arch']}, {iters} iters: {record['total_ms']:.2f} ms", fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path
