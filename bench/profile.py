@@ -101,6 +101,17 @@ def _part_of(name: str, index: int, first_encoder: int, last_update: int) -> str
     return "upsampling" if index > last_update else "correlation"
 
 
+def _part_of_event(node: str, parts: Mapping[str, str]) -> str:
+    """An ONNX Runtime node's part: its own name, else the original node a fusion renamed
+    (`/MatMul/MatmulTransposeFusion//...` -> `/MatMul`), else its scope."""
+    pieces = node.split("/")
+    for end in range(len(pieces), 1, -1):
+        found = parts.get("/".join(pieces[:end]))
+        if found:
+            return found
+    return part_by_scope(node)
+
+
 def part_by_scope(name: str) -> str:
     """The part of a name with a scope only (fused or renamed nodes, PyTorch ranges, TensorRT layers)."""
     if any(scope.strip("/") in name for scope in _ENCODER_SCOPES):
@@ -146,7 +157,7 @@ def profile_ort(path: str | os.PathLike, feeds: Mapping[str, np.ndarray], *, pro
             continue
         node = event["name"][: -len("_kernel_time")]
         row = totals.setdefault(node, {"name": node, "op_type": event["args"].get("op_name", "?"),
-                                       "part": parts.get(node) or part_by_scope(node), "ms": 0.0})
+                                       "part": _part_of_event(node, parts), "ms": 0.0})
         row["ms"] += event["dur"] / 1e3 / len(windows)
     rows = sorted(totals.values(), key=lambda r: -r["ms"])
     return ProfileResult(name or Path(path).stem, f"ort-{provider}" if provider != "tensorrt" else "ort-trt",

@@ -71,3 +71,12 @@ def test_bench_profile_writes_one_profile_per_runner(tmp_path):
 def test_tensorrt_layer_profile_needs_tensorrt_and_a_gpu():
     pytest.importorskip("tensorrt", reason="TensorRT is not installed here (its PyPI wheels download from NVIDIA): "
                                            "the IProfiler path of bench.profile.profile_trt is not run")
+
+
+def test_fused_node_names_take_their_original_nodes_part():
+    from bench.profile import _part_of_event
+
+    parts = {"/MatMul": "correlation", "/fnet/conv1/Conv": "encoders"}
+    assert _part_of_event("/MatMul/MatmulTransposeFusion//MatMulScaleFusion/", parts) == "correlation"
+    assert _part_of_event("/fnet/conv1/Conv", parts) == "encoders"
+    assert _part_of_event("/update_block/gru/Conv_fused", parts) == "update"  # by scope
