@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Callable, Sequence
 
@@ -32,13 +33,24 @@ def command(name: str) -> Callable:
 
 
 def _log(line: str) -> None:
+    """Running commentary of a long command (demo, search, pipeline): stdout, off with --quiet."""
     from flownas.logs import say
 
     say(line)
 
 
+def _result(line: str) -> None:
+    """A result line (a file written, metrics): stdout even with --quiet."""
+    from flownas.logs import result
+
+    result(line)
+
+
 def _warn(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    """Progress and warnings of a command whose stdout is its result table (evaluate): stderr."""
+    from flownas.logs import progress
+
+    progress(line)
 
 
 # --------------------------------------------------------------------------------------------- commands
@@ -49,7 +61,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     precision = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
     pipeline.run_inference(args.images, weights=args.weights, arch=args.arch, out=args.out, viz=args.viz,
                            iters=args.iters, device=args.device, max_side=args.max_side, scale=args.scale,
-                           corr=args.corr, precision=precision, video=args.video, gt=args.gt, log=_log)
+                           corr=args.corr, precision=precision, video=args.video, gt=args.gt, log=_result)
     return 0
 
 
@@ -138,6 +150,7 @@ def _arch_sample(args: argparse.Namespace) -> int:
 
 @command("search")
 def cmd_search(args: argparse.Namespace) -> int:
+    from flownas.logs import progress_enabled
     from nas import SearchRequest, run_search
 
     request = SearchRequest(
@@ -147,7 +160,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         max_epe_delta=args.max_epe_delta, population=args.population, generations=args.generations, seed=args.seed,
         mode=args.mode, max_params=args.max_params, max_macs=args.max_macs, finalists=args.finalists,
         backend=args.backend, threads=args.threads, device=args.device, resume=args.resume, export=args.export,
-        force_table=args.force, progress=not args.no_progress)
+        force_table=args.force, progress=not args.no_progress and progress_enabled())
     record = run_search(request, log=_log)
     best = record.best
     flag = " (prediction off by more than 10%)" if best["flagged"] else ""
@@ -387,37 +400,54 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from flownas.errors import ToolkitError, one_line
-
-    import shlex
-    import time
-
-    from flownas.logs import LOGGER, setup_logging
-    from flownas.provenance import command_line
+    from flownas.logs import to_log_file
 
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose, args.quiet, args.log_file)
-    # As trtexec does, every log starts with what ran (reports and records carry it too); on the console only with
-    # --verbose, so that a user error stays one line on stderr.
-    shown = "flownas " + shlex.join(argv) if argv is not None else command_line()
-    LOGGER.debug(f"=== Command === {shown}")
-    started = time.perf_counter()
     try:
-        status = COMMANDS[args.command](args)
-        LOGGER.debug(f"{args.command} finished in {time.perf_counter() - started:.2f} s (exit {status})")
-        return status
+        return _run(args, argv)
     except ToolkitError as exc:
         if args.debug:
             raise
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _fail(f"error: {one_line(exc)}", EXIT_USER_ERROR)
     except OSError as exc:  # the environment (a full disk, a read-only folder), not a bug in the toolkit
         if args.debug or exc.filename is None:
             raise
-        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _fail(f"error: {exc.filename}: {exc.strerror or exc}", EXIT_USER_ERROR)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except Exception:  # a bug: its traceback goes to the console and, for the record, to the log file
+        import traceback
+
+        to_log_file(traceback.format_exc().rstrip(), level=logging.ERROR)
+        raise
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    """Logging set up, the command echoed (as trtexec does), the command run with its stdout in the log file."""
+    import shlex
+    import time
+
+    from flownas.logs import LOGGER, results_to_log_file, setup_logging
+    from flownas.provenance import command_line
+
+    setup_logging(args.verbose, args.quiet, args.log_file)
+    # Every log starts with what ran (reports and records carry it too, `provenance.command_line`); on the console
+    # only with --verbose, so that a user error stays one line on stderr.
+    LOGGER.debug(f"=== Command === {'flownas ' + shlex.join(argv) if argv is not None else command_line()}")
+    started = time.perf_counter()
+    with results_to_log_file():
+        status = COMMANDS[args.command](args)
+    LOGGER.debug(f"{args.command} finished in {time.perf_counter() - started:.2f} s (exit {status})")
+    return status
+
+
+def _fail(line: str, status: int) -> int:
+    """The one line a user error prints (stderr, whatever --quiet says), also in the log file."""
+    from flownas.logs import to_log_file
+
+    print(line, file=sys.stderr, flush=True)
+    to_log_file(line, level=logging.ERROR)
+    return status
 
 
 if __name__ == "__main__":

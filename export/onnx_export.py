@@ -6,13 +6,15 @@ ONNX `metadata_props`; the graph is checked, then simplified (constant folding) 
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import onnx
 import torch
@@ -91,7 +93,6 @@ def _trace(model: FlowModel, path: Path, spec: ExportSpec) -> None:
 
 def _export_dynamo(wrapper: nn.Module, example: Tensor, path: Path, spec: ExportSpec) -> None:
     """torch.export + onnxscript (`torch.onnx.export(..., dynamo=True)`), the exporter torch is moving to."""
-    import contextlib
     import io
 
     try:
@@ -100,11 +101,24 @@ def _export_dynamo(wrapper: nn.Module, example: Tensor, path: Path, spec: Export
         from flownas.errors import MissingDependencyError
 
         raise MissingDependencyError("the dynamo exporter needs onnxscript: pip install onnxscript") from None
-    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _torch_onnx_quiet():
         warnings.simplefilter("ignore")  # its progress and FutureWarnings: the toolkit reports the export itself
         program = torch.onnx.export(wrapper, (example, example.clone()), dynamo=True, opset_version=spec.opset,
                                     input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES))
     program.save(str(path))
+
+
+@contextlib.contextmanager
+def _torch_onnx_quiet() -> Iterator[None]:
+    """The dynamo exporter logs a warning per torchvision operator it cannot register when torchvision is not
+    installed (nms, roi_align ...: none of them in a flow model); errors still show."""
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        exporter_log.setLevel(level)
 
 
 def _simplify(graph: onnx.ModelProto) -> onnx.ModelProto:

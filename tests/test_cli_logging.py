@@ -1,6 +1,8 @@
 """Global --verbose / --quiet / --log-file, the command echo, and --help that imports no heavy library."""
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +70,73 @@ def test_every_command_and_option_has_help_text():
     missing = [f"{where}{action.option_strings or action.dest}" for where, action in _actions(cli.build_parser())
                if not (action.help and action.help.strip())]
     assert missing == []
+
+
+def test_log_file_keeps_results_and_errors_of_every_run_appended(tmp_path, capsys):
+    log = tmp_path / "run.log"
+    assert cli.main(["--log-file", str(log), "arch", "show", "raft-k"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert cli.main(["--quiet", "--log-file", str(log), "arch", "show", "no-such-arch"]) == 2
+    error = capsys.readouterr().err.strip()
+    text = log.read_text()
+    assert text.count("=== Command === flownas") == 2  # appended, one echo per run
+    # each printed result line, in order, and the one-line error at error level
+    logged = [line.split("] flownas: ", 1)[1] for line in text.splitlines() if "[INFO] flownas: " in line]
+    assert logged == shown and len(shown) >= 3
+    assert f"[ERROR] flownas: {error}" in text and "no-such-arch" in error
+
+
+def test_lines_go_where_their_kind_says(tmp_path, capsys):
+    from flownas.logs import progress, result, results_to_log_file, say, setup_logging
+
+    warnings = "[W] warning: disk almost full\n[W] tensorrt\n"  # shown whatever the level
+    for quiet, out, err in ((False, "commentary\nresult\n", "[I] progress\n" + warnings), (True, "result\n", warnings)):
+        log = tmp_path / f"quiet-{quiet}.log"
+        setup_logging(quiet=quiet, log_file=log)
+        with results_to_log_file():
+            say("commentary")
+            result("result")
+            progress("progress")
+            progress("warning: disk almost full")
+            logging.getLogger("export.tensorrt").warning("tensorrt")  # a library module's own logger
+            logging.getLogger("flownas.search").debug("detail")
+        assert capsys.readouterr() == (out, err)
+        levels = [line.split(" [", 1)[1] for line in log.read_text().splitlines()]
+        assert levels == ["INFO] flownas: commentary", "INFO] flownas: result", "INFO] flownas: progress",
+                          "WARNING] flownas: warning: disk almost full", "WARNING] export.tensorrt: tensorrt",
+                          "DEBUG] flownas.search: detail"]
+    setup_logging()
+
+
+def test_quiet_turns_progress_bars_off_for_one_run_only(monkeypatch, capsys):
+    from flownas.logs import progress_enabled
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert cli.main(["--quiet", "arch", "show", "raft-k"]) == 0
+    assert os.environ.get("TQDM_DISABLE") == "1" and not progress_enabled()
+    assert cli.main(["arch", "show", "raft-k"]) == 0  # a later command in the same process draws bars again
+    assert "TQDM_DISABLE" not in os.environ and progress_enabled()
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # the user's own setting outlives a non-quiet run
+    assert cli.main(["--quiet", "arch", "show", "raft-k"]) == 0 and cli.main(["arch", "show", "raft-k"]) == 0
+    assert os.environ.get("TQDM_DISABLE") == "1"
+
+
+def test_a_log_file_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    assert cli.main(["--log-file", str(tmp_path), "arch", "show", "raft-k"]) == 2  # a folder
+    captured = capsys.readouterr()
+    assert captured == ("", f"error: --log-file {tmp_path}: cannot append to it (Is a directory)\n")
+
+
+def test_quiet_infer_prints_its_result_and_its_warning_only(tmp_path, capsys):
+    from flownas.data.flow_io import write_image
+    from flownas.data.synthetic import make_pair
+
+    pair = make_pair(128, 128, seed=0)
+    write_image(tmp_path / "a.png", pair["image1"])
+    write_image(tmp_path / "b.png", pair["image2"])
+    flow = tmp_path / "f.flo"
+    assert cli.main(["--quiet", "infer", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--iters", "1",
+                     "--out", str(flow)]) == 0
+    assert capsys.readouterr() == (f"a.png -> b.png: flow {flow}\n",
+                                   "[W] warning: no --weights given: using an untrained RAFT (random weights)\n")
+    assert flow.is_file()

@@ -8,11 +8,14 @@ import json
 import pytest
 from onnx import TensorProto, helper
 
-from bench.profile import node_parts, part_by_scope, profile_runner
+from bench.profile import (NO_GROUP, _layer_nodes, _layer_part, _source_node, node_parts, part_by_scope,
+                           profile_figure, profile_runner, write_profile)
 from bench.protocol import TimingConfig, benchmark, make_feeds
 from bench.session import BenchRequest, run_benchmark
 from export.onnx_export import ExportSpec, export_onnx
+from export.precision_plan import GROUPS
 from export.runners import OrtRunner
+from export.trt_profile import LayerTimes, layer_kind
 from flownas.weights import untrained_model
 
 
@@ -68,9 +71,108 @@ def test_bench_profile_writes_one_profile_per_runner(tmp_path):
     assert torch_record["tool"] == "torch.profiler" and torch_record["by_part"]["encoders"] > 0
 
 
-def test_tensorrt_layer_profile_needs_tensorrt_and_a_gpu():
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed here (its PyPI wheels download from NVIDIA): "
-                                           "the IProfiler path of bench.profile.profile_trt is not run")
+@pytest.fixture(scope="module")
+def tiny_graph(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny") / "tiny-flownas.onnx"
+    export_onnx(untrained_model("tiny-flownas"), path, ExportSpec(128, 128, iters=2))
+    return path
+
+
+def test_ort_rows_carry_precision_plan_groups_and_renamed_nodes_find_their_part(tiny_graph, tmp_path):
+    result = profile_runner(OrtRunner(tiny_graph, "cpu", threads=1), make_feeds(128, 128), runs=2, work_dir=tmp_path)
+    groups = result.by_group()
+    assert set(groups) <= set(GROUPS) | {NO_GROUP}
+    assert all(groups.get(g, 0) > 0 for g in ("stem", "encoder_blocks", "gru", "motion_encoder", "flow_head")), groups
+    assert sum(groups.values()) == pytest.approx(result.total_ms)
+    for row in result.rows:
+        if row["name"].startswith(("/fnet/", "/cnet/")):
+            assert row["part"] == "encoders", row
+    # Layout reorders and NCHWc convs go to the node they serve: "other" is the input preparation only
+    # (2 * x / 255 - 1 on both frames, then the concatenation for the feature encoder).
+    other = {r["op_type"] for r in result.rows if r["part"] == "other"}
+    assert other <= {"Div", "Mul", "Sub", "Add", "Concat", "Cast"}, other
+    assert not list(tmp_path.iterdir())  # profiler JSON and optimized graph both removed
+
+    paths = write_profile(result, tmp_path / "out", "tiny")
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert {r["group"] for r in rows} == set(groups)
+    assert sum(float(r["share"]) for r in rows) == pytest.approx(1.0, abs=1e-4)
+    markdown = paths["markdown"].read_text()
+    assert "| layer group (precision plans) | ms | share |" in markdown and "| gru |" in markdown
+
+
+def test_renamed_ort_nodes_map_to_their_source():
+    producers = {"/cnet/Relu_output_0": "/cnet/Relu", "/fnet/first_conv/Conv_output_0": "/fnet/first_conv/Conv"}
+    reorders = {"ReorderInput_token_3": "/fnet/first_conv/Conv_output_0_nchwc"}
+    assert _source_node("/cnet/Relu_output_0_nchwc", producers) == "/cnet/Relu"
+    assert _source_node("ReorderInput_token_3", producers, reorders) == "/fnet/first_conv/Conv"  # reorder, NCHWc
+    assert _source_node("/MatMul", producers) == "/MatMul" and _source_node("x_nchwc", producers) == "x_nchwc"
+
+
+def test_profile_figure_is_the_coverage_of_the_written_profile(tmp_path):
+    coverage = profile_figure("tiny-flownas", 128, 128, iters=2, runs=2, threads=1, timed_runs=3,
+                              out_dir=tmp_path / "fig", work_dir=tmp_path)
+    record = json.loads((tmp_path / "fig" / "profile.json").read_text())
+    assert coverage == pytest.approx(record["total_ms"] / record["whole_median_ms"]) == pytest.approx(record["coverage"])
+    assert 0.2 < coverage < 5  # same order as the wall time: neither per-run totals nor microseconds
+    assert record["provenance"]["kind"] == "profile" and "profile_figure('tiny-flownas'" in record["provenance"]["command"]
+
+
+# --------------------------------------------------------------------------------------------- TensorRT
+def test_tensorrt_layer_names_give_kind_nodes_and_part():
+    assert layer_kind("/fnet/conv1/Conv + /fnet/Relu") == "Conv" and layer_kind("/Softmax_3") == "Softmax"
+    assert layer_kind("Reformatting CopyNode for Input Tensor 0 to /fnet/conv1/Conv") == "Reformat"
+    assert layer_kind("PWN(/update_block/gru/Sigmoid, /update_block/gru/Mul)") == "Pointwise"
+    assert layer_kind("{ForeignNode[/MatMul.../Softmax]}") == "ForeignNode" and layer_kind("17") == "layer"
+    name = "{ForeignNode[/fnet/blocks.0/conv/Conv.../MatMul_2]}"
+    assert _layer_nodes(name) == ["/fnet/blocks.0/conv/Conv", "/MatMul_2"]
+    parts = {"/MatMul": "correlation", "/Softmax": "upsampling"}
+    assert _layer_part("PWN(/Softmax, /Mul_9)", parts) == "upsampling"
+    assert _layer_part("/update_block/gru/convz1/Conv + PWN(/update_block/gru/Sigmoid)", parts) == "update"
+    assert _layer_part("/Gather_4", parts) == "other"  # no source graph entry, no scope
+
+
+def test_layer_times_average_per_inference_in_engine_order():
+    times = LayerTimes()
+    for conv_ms in (1.0, 2.0):  # two inferences, as TensorRT reports them: every layer once per enqueue
+        times.add("/fnet/conv1/Conv", conv_ms)
+        times.add("/MatMul", 0.5)
+        times.runs += 1
+    assert times.per_inference() == {"/fnet/conv1/Conv": 1.5, "/MatMul": 0.5}
+    assert list(times.per_inference()) == ["/fnet/conv1/Conv", "/MatMul"]
+    with pytest.raises(ValueError, match="no profiled runs"):
+        LayerTimes().per_inference()
+
+
+@pytest.fixture
+def trt_gpu():
+    """Skip without TensorRT or a working CUDA binding (always, on machines without an NVIDIA GPU)."""
+    from export.trt_runtime import TensorRTUnavailable, cuda_backend, import_tensorrt
+
+    try:
+        import_tensorrt()
+        cuda_backend().close()
+    except TensorRTUnavailable as exc:
+        pytest.skip(f"the TensorRT IProfiler profile needs TensorRT and an NVIDIA GPU: {exc}")
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_layer_profile_accounts_for_the_compute_time(trt_gpu, tiny_graph, tmp_path):
+    from export.runners import EngineRunner
+    from export.tensorrt import build_engine
+
+    engine = tmp_path / "tiny.engine"
+    build_engine(tiny_graph, engine, precision="fp32")
+    feeds = make_feeds(128, 128)
+    runner = EngineRunner(engine)
+    whole = benchmark(runner, feeds, TimingConfig(warmup_runs=3, warmup_s=0, runs=20)).stats.median_ms
+    result = profile_runner(runner, feeds, runs=5, whole_median_ms=whole)
+    parts = result.by_part()
+    assert result.tool == "tensorrt IProfiler" and result.rows and result.total_ms > 0
+    assert parts.get("encoders", 0) > 0 and parts.get("update", 0) > 0, parts
+    assert parts.get("correlation", 0) + parts.get("upsampling", 0) > 0, parts  # placed through the source ONNX
+    # Layer times are GPU time inside the engine; the median includes the copies, so below it but not far.
+    assert 0.2 < result.coverage < 1.5, result.coverage
 
 
 def test_fused_node_names_take_their_original_nodes_part():
