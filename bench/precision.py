@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from flownas.fileio import atomic_write_text, save_figure
-from flownas.provenance import cpu_model, provenance
+from flownas.provenance import cpu_features, cpu_int8_note, cpu_model, provenance
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = REPO / "bench" / "results" / "precision"
@@ -179,7 +179,8 @@ def _summary(variant: dict[str, Any]) -> dict[str, float]:
 
 
 def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    lines = [f"# Reduced precision on ONNX Runtime CPU ({meta['cpu']}, {meta['date']})", "",
+    isa = f", {meta['cpu_isa']}" if meta.get("cpu_isa") else ""
+    lines = [f"# Reduced precision on ONNX Runtime CPU ({meta['cpu']}{isa}, {meta['date']})", "",
              f"RAFT and raft-k at {HEIGHT}x{WIDTH}, {ITERS} iterations, batch 1, ONNX Runtime "
              f"{meta['onnxruntime']} CPU, {meta['threads']} threads. Weights trained by the toolkit on synthetic "
              "pairs at 128x128 with 4 iterations (`bench.training`: RAFT teacher 800 steps; raft-k cut from the "
@@ -285,13 +286,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
         records, made = saved["records"], saved["provenance"]
-        meta = {"cpu": made.get("device") or made.get("cpu") or cpu_model(), "date": made["created"][:10],
+        meta = {"cpu": made.get("device") or made.get("cpu") or cpu_model(), "cpu_isa": made.get("cpu_isa"),
+                "date": made["created"][:10],
                 "threads": made.get("threads", args.threads), "onnxruntime": made["versions"]["onnxruntime"]}
     else:
+        if note := cpu_int8_note():
+            print(f"warning: {note}")
         records = [measure_model(name, weights, arch, out, args.threads, print)
                    for name, weights, arch in MODELS if name in args.models.split(",")]
-        meta = {"cpu": cpu_model(), "date": provenance("x")["created"][:10], "threads": args.threads,
-                "onnxruntime": onnxruntime.__version__}
+        meta = {"cpu": cpu_model(), "cpu_isa": " ".join(cpu_features()), "date": provenance("x")["created"][:10],
+                "threads": args.threads, "onnxruntime": onnxruntime.__version__}
     text = markdown(records, meta)
     print(text)
     target = RECORD if args.record else out / "precision"

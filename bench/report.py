@@ -90,6 +90,11 @@ def _max_abs_diff(result: BenchResult, base: BenchResult) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------- machine load
+# The run's own threads count in the load average (2 threads on 2 CPUs read 2.0-2.1 on a quiet machine), so a
+# load a little above the CPU count is the run itself; another busy thread adds about 1.
+LOAD_SLACK = 0.25
+
+
 def load_assessment(results: Results) -> dict[str, dict[str, Any]]:
     """Per run_id: the 1-minute load average at the start and end of the measurement, the CPUs the run could use
     and whether the load exceeded them (`loaded`). Then the runners shared the CPUs with other work: timings
@@ -110,7 +115,7 @@ def load_assessment(results: Results) -> dict[str, dict[str, Any]]:
         cpus = env.get("usable_cpus") or (max(threads) if threads else None)
         loads = [v for v in (env.get("load_average_1min"), end) if v is not None]
         runs[run_id] = {"load_start": env.get("load_average_1min"), "load_end": end, "end_sampled": sampled,
-                        "cpus": cpus, "loaded": bool(loads and cpus and max(loads) > cpus)}
+                        "cpus": cpus, "loaded": bool(loads and cpus and max(loads) > cpus + LOAD_SLACK)}
     return runs
 
 
@@ -209,7 +214,8 @@ def _environment_block(env: Mapping[str, Any], load: Mapping[str, Any]) -> list[
     versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
     end = f"{load['load_end']} at the end" + (" (sampled when the report was written)"
                                                if load["end_sampled"] == "report" else "")
-    return [f"- CPU: {env.get('cpu')} ({env.get('usable_cpus')} usable of {env.get('logical_cpus')} logical CPUs, "
+    isa = f", ISA: {env['cpu_isa']}" if env.get("cpu_isa") else ""
+    return [f"- CPU: {env.get('cpu')}{isa} ({env.get('usable_cpus')} usable of {env.get('logical_cpus')} logical CPUs, "
             f"1-min load {env.get('load_average_1min')} at the start, {end})",
             f"- GPU: {env.get('gpu') or 'none'}", f"- OS: {env.get('os')}, Python {env.get('python')}",
             f"- Libraries: {versions}", f"- Date (UTC): {env.get('date')}"]

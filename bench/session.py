@@ -24,7 +24,7 @@ from export.inputs import (TensorSpec, flow_input_specs, generate_inputs, is_flo
                            parse_input_files, parse_shape_spec, resolve_shapes)
 from export.runners import Runner, artifact_metadata, engine_record
 from flownas.fileio import parse_resolution, scratch_of, staged_dir
-from flownas.provenance import command_line
+from flownas.provenance import command_line, cpu_int8_note
 
 from .protocol import BenchResult, TimingConfig, compare
 from .report import REPORT_FILES, write_reports
@@ -244,8 +244,7 @@ def _plan(request: BenchRequest, backends: list[Backend]) -> _Plan:
     """Name, resolution, iterations and the PyTorch model (loaded only when a backend needs it)."""
     meta = artifact_metadata(request.onnx or request.engine) if (request.onnx or request.engine) else {}
     notes: list[str] = []
-    name = (Path(request.weights).stem if request.weights else
-            Path(request.onnx or request.engine or "").stem or str(request.model))
+    name = artifact_name(request.weights or request.onnx or request.engine) or str(request.model)
     flow = _is_flow_source(request)
     resolution, iters = _shape_and_iters(request, meta, flow)
     needs_model = any(b.runs == "model" for b in backends) or (
@@ -256,7 +255,22 @@ def _plan(request: BenchRequest, backends: list[Backend]) -> _Plan:
         _check_same_architecture(request, model, meta)
     if any(b.runs == "onnx" for b in backends) and not request.onnx:
         notes.append("ONNX Runtime ran the model exported for this run (default export, gather lookup).")
+    int8 = "int8" in request.precision_list() or meta.get("precision") == "int8"
+    if int8 and any(b.device == "cpu" for b in backends) and (note := cpu_int8_note()):
+        notes.append(f"INT8 on the CPU: {note}.")
     return _Plan(name, model, resolution, iters, notes, flow)
+
+
+# Checkpoint names that say nothing of the model: their folder names it (outputs/teacher/last.pt -> teacher).
+GENERIC_STEMS = ("last", "best", "final", "model", "weights", "checkpoint", "supernet")
+
+
+def artifact_name(path: str | None) -> str | None:
+    """The name a report gives the model in `path`: its file stem, or its folder's name for a generic stem."""
+    if not path:
+        return None
+    stem, parent = Path(path).stem, Path(path).resolve().parent.name
+    return parent if stem in GENERIC_STEMS and parent else stem
 
 
 def _is_flow_source(request: BenchRequest) -> bool:

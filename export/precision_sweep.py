@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from flownas.fileio import scratch_dir
+from flownas.provenance import cpu_int8_note
 
 from .onnx_export import ExportSpec, export_onnx
 from .precision_export import FlowReference, PlanCheck, median_ort_latency_ms, plan_graph
@@ -97,6 +98,8 @@ def precision_sweep(model: Any, spec: ExportSpec, calibration: CalibrationSet | 
         if precision not in ("int8", "fp16"):
             raise PrecisionPlanError(f"sweep precision {precision!r}: only int8 and fp16 can be written (bf16 needs "
                                      "ONNX opset 22, see export.quantize)")
+    if "int8" in candidates and timer is median_ort_latency_ms and (note := cpu_int8_note()):
+        log(f"warning: {note}")
     calib = calibration_pairs(calibration, spec.height, spec.width)
     pairs = list(calib) + verification_pairs(spec.height, spec.width, real_pair, n_synthetic)
     feeds = flow_feeds(*pairs[-1][1:])

@@ -2,8 +2,12 @@
 
 Every record has the same keys, so a user (or `inspect`) can read how any artifact was made:
 
-    kind, arch_id, resolution [H, W], iters, precision, backend, device, versions, toolkit_version,
+    kind, arch_id, resolution [H, W], iters, precision, backend, device, cpu_isa, versions, toolkit_version,
     python, host, command, created (UTC, ISO 8601)
+
+`cpu_isa` names the host CPU's instruction-set extensions that decide reduced-precision speed (AVX2, AVX-512,
+VNNI, AMX, ARM dot product): the same INT8 graph is about 1.6x faster than FP32 on a CPU with VNNI and no
+faster on one without (bench/results/precision.md), so a latency figure means little without it.
 
 Keys that do not apply to an artifact are present with the value None. Library versions are read from
 package metadata, so building a record imports nothing heavy (no torch on a deployment target).
@@ -20,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from . import __version__
 
-RECORD_KEYS = ("kind", "arch_id", "resolution", "iters", "precision", "backend", "device", "versions",
+RECORD_KEYS = ("kind", "arch_id", "resolution", "iters", "precision", "backend", "device", "cpu_isa", "versions",
                "toolkit_version", "python", "host", "command", "created")
 LIBRARIES = ("torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxslim", "tensorrt", "cuda-python",
              "pycuda", "opencv-python-headless", "opencv-python")
@@ -53,6 +57,45 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU flags (x86 /proc/cpuinfo names; ARM "Features") that decide how fast FP32, BF16 and INT8 kernels run.
+ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
+             "asimd", "asimddp", "i8mm", "bf16", "sve")
+# Integer dot-product instructions: without one, ONNX Runtime's u8s8 kernels (MLAS) are no faster than FP32.
+INT8_DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def cpu_features(cpuinfo: str | None = None) -> tuple[str, ...]:
+    """The ISA_FLAGS this CPU has, in ISA_FLAGS order (read from /proc/cpuinfo, or from `cpuinfo` text)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as handle:
+                cpuinfo = handle.read()
+        except OSError:
+            return ()
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return tuple(flag for flag in ISA_FLAGS if flag in flags)
+
+
+def has_int8_dot_product(features: Sequence[str] | None = None) -> bool:
+    """Whether the CPU has integer dot-product instructions (VNNI, AMX-INT8, ARM dotprod/i8mm)."""
+    return any(flag in INT8_DOT_PRODUCT for flag in (cpu_features() if features is None else features))
+
+
+def cpu_int8_note(features: Sequence[str] | None = None) -> str | None:
+    """A one-line warning when INT8 cannot be fast on this CPU, else None (what reports and logs print)."""
+    features = cpu_features() if features is None else tuple(features)
+    if has_int8_dot_product(features):
+        return None
+    isa = " ".join(features) or "no known SIMD flags"
+    return (f"this CPU ({cpu_model()}: {isa}) has no INT8 dot-product instructions (VNNI, AMX, ARM dotprod), so "
+            "ONNX Runtime's INT8 kernels run about as fast as FP32 here: INT8 speed-ups measured on it do not "
+            "carry over to CPUs with VNNI, nor the other way round")
+
+
 def command_line(argv: Sequence[str] | None = None) -> str:
     """The command that is running, shell-quoted (`flownas export onnx ...`), as trtexec echoes it."""
     argv = list(sys.argv if argv is None else argv)
@@ -78,7 +121,8 @@ def provenance(kind: str, *, arch_id: str | None = None, resolution: Sequence[in
         "kind": kind, "arch_id": arch_id,
         "resolution": [int(v) for v in resolution] if resolution is not None else None,
         "iters": int(iters) if iters is not None else None, "precision": precision, "backend": backend,
-        "device": device or cpu_model(), "versions": library_versions(), "toolkit_version": __version__,
+        "device": device or cpu_model(), "cpu_isa": " ".join(cpu_features()), "versions": library_versions(),
+        "toolkit_version": __version__,
         "python": platform.python_version(), "host": platform.node(),
         "command": command if command is not None else command_line(), "created": utc_now(),
     }

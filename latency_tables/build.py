@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from flownas.arch import ArchConfig, SearchSpace, resolve_arch
 from flownas.fileio import save_figure
+from flownas.provenance import cpu_int8_note
 
 from bench.protocol import TimingConfig
 
@@ -73,6 +74,8 @@ def build_table(space: SearchSpace | None, height: int, width: int, out_dir: str
                                 "build reduced-precision tables on an ort-* backend or trt")
     from .lowering import int8_format_for
 
+    if plan is not None and "int8" in plan.precisions() and backend == "ort-cpu" and (note := cpu_int8_note()):
+        say(f"warning: {note}")
     folder = build_keys(space, height, width, out_dir, batch, decoder, plan, int8_format_for(backend))
     say(f"keys written to {folder}")
 

@@ -54,7 +54,9 @@ def test_untrained_model_on_two_backends(tmp_path: Path, capsys: pytest.CaptureF
 
     macs = count_macs(untrained_model("raft-small"), 128, 128, 1)["total"]  # counted independently here
     assert record["results"][0]["meta"] == {"resolution": "128x128", "iters": 1, "batch": 1, "macs": macs}
-    assert all(r["memory"]["host_peak_increase_mb"] > 0 for r in record["results"])
+    # A runner may reuse heap the one before it freed, so its RSS rise can be 0; the sampler itself is tested
+    # in test_cost.py. Here: every runner has its own finite, non-negative figure.
+    assert all(r["memory"]["host_peak_increase_mb"] >= 0 for r in record["results"])
     assert UNTRAINED_NOTE in record["notes"]
     printed = capsys.readouterr().out
     assert "speed-up vs torch-cpu" in printed and str(out / "report.md") in printed

@@ -79,7 +79,10 @@ def test_a_flow_graph_is_fed_an_image_pair_at_its_export_size(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_precisions_side_by_side_from_one_run(tmp_path: Path) -> None:
+def test_precisions_side_by_side_from_one_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flownas.provenance
+
+    monkeypatch.setattr(flownas.provenance, "cpu_features", lambda cpuinfo=None: ("avx2", "fma"))  # no VNNI
     session = run_benchmark(BenchRequest(backends="ort-cpu", model="tiny-flownas", resolution="128x128", iters=1,
                                          precision="fp32,int8", threads=1, timing=QUICK, out=tmp_path / "o"))
     fp32, int8 = session.results["tiny-flownas/ort-cpu/fp32"], session.results["tiny-flownas/ort-cpu/int8"]
@@ -87,3 +90,15 @@ def test_precisions_side_by_side_from_one_run(tmp_path: Path) -> None:
     text = session.paths["markdown"].read_text()
     ratio = fp32.stats.median_ms / int8.stats.median_ms
     assert "## Precisions side by side" in text and f"{int8.stats.median_ms:.2f} ({ratio:.2f}x)" in text
+    # INT8 timed on a CPU without integer dot products: the report says its ratio does not carry over
+    assert any("has no INT8 dot-product instructions" in note for note in session.notes)
+    assert "has no INT8 dot-product instructions" in text
+
+
+@pytest.mark.parametrize("path, name", [("runs/teacher/last.pt", "teacher"), ("runs/teacher/best.pt", "teacher"),
+                                        ("raft-k.onnx", "raft-k"), ("out/raft-k-int8.onnx", "raft-k-int8"),
+                                        (None, None)])
+def test_reports_name_a_checkpoint_by_its_folder_when_its_stem_is_generic(path, name) -> None:
+    from bench.session import artifact_name
+
+    assert artifact_name(path) == name

@@ -88,7 +88,10 @@ def _assert_same_flow(model, height: int, width: int, iters: int = 12) -> None:
         reference = model(image1, image2, iters=iters)
         lean = model(image1, image2, iters=iters, corr="lean")
     assert lean.shape == reference.shape == (1, 2, height, width)
-    assert (lean - reference).abs().max() <= 1e-4, (lean - reference).abs().max()
+    # The two sum the same products in another order; over 12 iterations float32 rounding grows with the flow's
+    # size (on AVX2 kernels a 30 px flow differed by 1.0e-4), so the bound is relative to it.
+    bound = 1e-4 + 1e-5 * reference.abs().max()
+    assert (lean - reference).abs().max() <= bound, ((lean - reference).abs().max(), bound)
 
 
 # 136 -> 17 rows at 1/8 (odd at level 0); 157x211 pads to 160x216 -> 20x27, pooled 10x13, 5x6, 2x3
