@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .logs import bar_disabled
 from .metrics import MetricAccumulator
 
 # on_sample(sample_id, image1 [3,H,W], predicted flow [2,H,W], ground truth [2,H,W], valid [H,W]), CPU tensors
@@ -34,7 +35,7 @@ def evaluate(
     pad_mode = getattr(dataset, "pad_mode", "sintel")
     accumulator = MetricAccumulator(getattr(dataset, "aggregation", "pooled"))
     count = len(dataset) if max_samples is None else min(max_samples, len(dataset))
-    for index in tqdm(range(count), desc="evaluate", unit="pair", disable=not progress):
+    for index in tqdm(range(count), desc="evaluate", unit="pair", disable=bar_disabled(progress)):
         image1, image2, flow_gt, valid = dataset[index]
         flow = model(image1[None].to(device), image2[None].to(device), iters=iters, pad_mode=pad_mode)
         sample_id = _sample_id(dataset, index)

@@ -175,3 +175,9 @@ def debug(line: str) -> None:
 def progress_enabled() -> bool:
     """Whether progress bars should be drawn (False under --quiet)."""
     return not _state["quiet"]
+
+
+def bar_disabled(progress: bool = True) -> bool:
+    """tqdm's `disable=` for a bar its caller asked for with `progress`: an explicit `disable=False` would
+    override TQDM_DISABLE, so --quiet is applied here too."""
+    return not (progress and progress_enabled())

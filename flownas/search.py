@@ -47,6 +47,7 @@ import numpy as np
 from .arch import ArchConfig, SearchSpace
 from .errors import ToolkitError
 from .fileio import atomic_write_text
+from .logs import bar_disabled
 
 MODES = ("single", "pareto")
 KINDS = ("init", "mutation", "crossover")
@@ -500,7 +501,7 @@ def evolve(space: SearchSpace, latency_fn: LatencyFn, error_fn: ErrorFn, config:
     from tqdm import tqdm
 
     start = run.state.generation
-    bar = tqdm(total=max(config.generations - start, 0), initial=0, desc="search", unit="gen", disable=not progress)
+    bar = tqdm(total=max(config.generations - start, 0), initial=0, desc="search", unit="gen", disable=bar_disabled(progress))
     try:
         while run.state.generation < config.generations:
             run.step()

@@ -140,3 +140,20 @@ def test_quiet_infer_prints_its_result_and_its_warning_only(tmp_path, capsys):
     assert capsys.readouterr() == (f"a.png -> b.png: flow {flow}\n",
                                    "[W] warning: no --weights given: using an untrained RAFT (random weights)\n")
     assert flow.is_file()
+
+
+@pytest.mark.parametrize("supernet", [False, True])
+def test_quiet_evaluate_draws_no_bar(tmp_path, capsys, monkeypatch, supernet):
+    """evaluate's bar is drawn with an explicit disable=, which TQDM_DISABLE alone would not silence."""
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    args = ["evaluate", "--dataset", "synthetic", "--max-samples", "2", "--iters", "1"]
+    if supernet:
+        from flownas.registry import create_model
+        from flownas.weights import save_checkpoint
+
+        path = save_checkpoint(tmp_path / "supernet.pt", create_model("tiny-supernet", seed=0))
+        args += ["--supernet", str(path), "--arch", "largest", "--calibrate-bn", "1"]
+    assert cli.main([*args, "--out", str(tmp_path / "a.csv")]) == 0
+    assert "evaluate: 100%" in capsys.readouterr().err  # the bar, when not quiet
+    assert cli.main(["--quiet", *args, "--out", str(tmp_path / "b.csv")]) == 0
+    assert "evaluate:" not in capsys.readouterr().err
