@@ -91,7 +91,7 @@ def _quiet(_: str) -> None:
 
 def _stage_table(cfg: PipelineConfig, out: Path, log: Log) -> tuple[str, str]:
     """(table folder, where it came from)."""
-    from flownas.provenance import cpu_model
+    from flownas.provenance import cpu_features, cpu_model
 
     if cfg.table:
         return cfg.table, "given"
@@ -99,11 +99,16 @@ def _stage_table(cfg: PipelineConfig, out: Path, log: Log) -> tuple[str, str]:
     shipped = SHIPPED_TABLES / f"{cfg.backend}-{height}x{width}"
     if (shipped / "table.json").is_file():
         manifest = json.loads((shipped / "table.json").read_text())
-        if manifest.get("device") == cpu_model() and manifest.get("threads") == cfg.threads:
+        isa = " ".join(cpu_features())
+        # One marketing name ("Intel Xeon Processor", "AMD EPYC") covers CPUs of different generations: where the
+        # table names its ISA, that must match too (tables from before `cpu_isa` are judged by name).
+        if (manifest.get("device") == cpu_model() and manifest.get("threads") == cfg.threads
+                and manifest.get("cpu_isa") in (None, isa)):
             log(f"== table: reusing the shipped {shipped.name} (measured on this CPU model)")
             return str(shipped), "shipped"
-        log(f"== table: the shipped {shipped.name} was measured on {manifest.get('device')!r} with "
-            f"{manifest.get('threads')} threads, this is {cpu_model()!r}: building one here")
+        log(f"== table: the shipped {shipped.name} was measured on {manifest.get('device')!r} "
+            f"({manifest.get('cpu_isa') or 'ISA not recorded'}) with {manifest.get('threads')} threads, this is "
+            f"{cpu_model()!r} ({isa}): building one here")
     from bench.protocol import TimingConfig
     from latency_tables.build import build_table
 

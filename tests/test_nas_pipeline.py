@@ -42,3 +42,26 @@ def test_pipeline_config_refuses_unknown_keys_and_wrong_types(tmp_path):
     with pytest.raises(PipelineError, match="not found"):
         PipelineConfig.load(str(tmp_path / "missing.yaml"))
     assert PipelineConfig.load(None, {"out": "x", "device": None}).out == "x"
+
+
+@pytest.mark.parametrize("recorded, reused", [({}, True), ({"cpu_isa": "avx2 fma"}, True),
+                                              ({"cpu_isa": "avx2 fma avx512f avx512_vnni"}, False),
+                                              ({"device": "another CPU"}, False), ({"threads": 2}, False)])
+def test_the_shipped_table_is_reused_only_on_the_cpu_it_was_measured_on(tmp_path, monkeypatch, recorded, reused):
+    import flownas.provenance
+    import nas_pipeline
+
+    monkeypatch.setattr(flownas.provenance, "cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(flownas.provenance, "cpu_features", lambda cpuinfo=None: ("avx2", "fma"))
+    shipped = tmp_path / "shipped" / "ort-cpu-128x128"
+    shipped.mkdir(parents=True)
+    (shipped / "table.json").write_text(json.dumps({"device": "AMD EPYC", "threads": 1, **recorded}))
+    monkeypatch.setattr(nas_pipeline, "SHIPPED_TABLES", tmp_path / "shipped")
+    built = tmp_path / "out" / "table"  # a table built here earlier: what is used when the shipped one is not
+    built.mkdir(parents=True)
+    (built / "table.json").write_text("{}")
+    lines = []
+    folder, origin = nas_pipeline._stage_table(PipelineConfig(resolution=[128, 128], threads=1), tmp_path / "out",
+                                               lines.append)
+    assert (folder, origin) == ((str(shipped), "shipped") if reused else (str(built), "built earlier"))
+    assert reused or "building one here" in lines[0]
