@@ -15,6 +15,7 @@ package metadata, so building a record imports nothing heavy (no torch on a depl
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import importlib.metadata
 import os
 import platform
@@ -64,14 +65,20 @@ ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx51
 INT8_DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
+@functools.lru_cache(maxsize=1)
+def _host_cpuinfo() -> str:
+    """/proc/cpuinfo, read once per process (records are written per latency-table key); "" where absent."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
 def cpu_features(cpuinfo: str | None = None) -> tuple[str, ...]:
     """The ISA_FLAGS this CPU has, in ISA_FLAGS order (read from /proc/cpuinfo, or from `cpuinfo` text)."""
     if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as handle:
-                cpuinfo = handle.read()
-        except OSError:
-            return ()
+        cpuinfo = _host_cpuinfo()
     flags: set[str] = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
