@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job end to end on CPU defaults (under 10 minutes on 2 cores): latency table, teacher, supernet with FAD,
+# The main job end to end on CPU defaults (10-15 minutes on 2 cores): latency table, teacher, supernet with FAD,
 # search under a budget, finalists measured, best exported and benchmarked -> outputs/pipeline/report.md.
 demo: setup
 	$(PY) cli.py pipeline --out outputs/pipeline
