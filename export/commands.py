@@ -116,6 +116,10 @@ def _calibration_args(p: argparse.ArgumentParser) -> None:
                    help="how INT8 is written: tensorrt (signed symmetric Q/DQ on conv inputs; TensorRT and ONNX "
                         "Runtime run it) or ort-cpu (unsigned activations, quantized conv outputs: ONNX Runtime CPU "
                         "fuses QLinearConv, faster there; TensorRT refuses it). Default tensorrt")
+    p.add_argument("--reduce-range", choices=("auto", "on", "off"), default="auto",  # quantize.REDUCE_RANGE
+                   help="7-bit INT8 weights (onnxruntime's reduce_range), so the u8s8 kernels of CPUs without "
+                        "VNNI/AMX do not saturate: auto (default) = on for --int8-format ort-cpu when this CPU has "
+                        "no integer dot products; the record says what was applied")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -143,7 +147,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
         raise ExportError("reduced-precision exports are static (calibrated and verified at --resolution); "
                           "drop --dynamic")
     calibration = parse_calibration(args.calibration, args.calibration_pairs, args.calibration_method,
-                                    int8_format=args.int8_format)
+                                    int8_format=args.int8_format, reduce_range=args.reduce_range)
     if args.real_pair:
         from .verify import real_pair_images  # cv2: imported when used, not for --help
 
@@ -186,7 +190,7 @@ def _export_precision_sweep(args: argparse.Namespace) -> int:
     spec = ExportSpec(height, width, args.iters, args.opset)
     spec.validate()
     calibration = parse_calibration(args.calibration, args.calibration_pairs, args.calibration_method,
-                                    int8_format=args.int8_format)
+                                    int8_format=args.int8_format, reduce_range=args.reduce_range)
     candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
     groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
     if args.real_pair:

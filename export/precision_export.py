@@ -85,7 +85,7 @@ def plan_graph(fp32_model: onnx.ModelProto, plan: PrecisionPlan, calibration: Se
                settings: CalibrationSet) -> onnx.ModelProto:
     """The FP32 graph rewritten by `plan` (INT8 calibrated on `calibration` with `settings`' method and format),
     fully checked (an invalid graph raises here, not in a runtime)."""
-    model = apply_plan(fp32_model, plan, calibration, settings.method, settings.int8_format)
+    model = apply_plan(fp32_model, plan, calibration, settings.method, settings.int8_format, settings.weights_7bit())
     onnx.checker.check_model(model, full_check=True)
     return model
 

@@ -43,6 +43,12 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 #   fuses DQ -> Conv -> Q into QLinearConv (1.8x on this CPU). FP32 readers still get the FP32 tensor
 #   (`bypass_qdq_for_fp32_readers`). TensorRT has no UINT8 Q/DQ: `export trt` refuses these graphs.
 INT8_FORMATS = ("tensorrt", "ort-cpu")
+# 7-bit weights (onnxruntime's `reduce_range`). On x86 without VNNI, ONNX Runtime's u8s8 convolutions multiply
+# pairs with vpmaddubsw, whose int16 sums saturate for 8-bit weights: on an AVX2 EPYC an untrained RAFT's INT8
+# flow moved 1.14-1.19 px from FP32 with 8-bit weights and 0.33-0.45 px with 7-bit ones (384x512, 12 iterations,
+# 2 synthetic pairs); fused and unfused runs of the same 8-bit graph differed by 1.07 px, of the 7-bit graph by
+# 0.12 px. "auto" turns it on for the ort-cpu format when the exporting CPU lacks integer dot products.
+REDUCE_RANGE = ("auto", "on", "off")
 DEFAULT_CALIBRATION_PAIRS = 8
 CALIBRATION_SEED = 0
 QUANTIZED_OPS = ("Conv",)  # TensorRT fuses Q/DQ around convolutions; elementwise ops stay FP32
@@ -66,24 +72,38 @@ class CalibrationSet:
     seed: int = CALIBRATION_SEED
     method: str = "minmax"
     int8_format: str = "tensorrt"  # INT8_FORMATS: how the Q/DQ graph is written, for which runtime
+    reduce_range: str = "auto"     # REDUCE_RANGE: 7-bit weights, for CPUs without VNNI
 
     def validate(self) -> None:
         if self.int8_format not in INT8_FORMATS:
             raise CalibrationError(f"--int8-format {self.int8_format!r} is not one of {', '.join(INT8_FORMATS)}")
+        if self.reduce_range not in REDUCE_RANGE:
+            raise CalibrationError(f"--reduce-range {self.reduce_range!r} is not one of {', '.join(REDUCE_RANGE)}")
         if self.pairs < 1:
             raise CalibrationError(f"--calibration-pairs must be at least 1, got {self.pairs}")
         if self.method not in CALIBRATION_METHODS:
             raise CalibrationError(f"calibration method {self.method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
 
+    def weights_7bit(self) -> bool:
+        """Whether INT8 weights are written with 7 bits: "on", or "auto" for the ort-cpu format on a CPU without
+        integer dot-product instructions (where 8-bit weights saturate ONNX Runtime's u8s8 kernels)."""
+        if self.reduce_range == "auto":
+            from flownas.provenance import has_int8_dot_product
+
+            return self.int8_format == "ort-cpu" and not has_int8_dot_product()
+        return self.reduce_range == "on"
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "weights_7bit": self.weights_7bit()}
 
 
 def parse_calibration(value: str | None, pairs: int = DEFAULT_CALIBRATION_PAIRS, method: str = "minmax",
-                      seed: int = CALIBRATION_SEED, int8_format: str = "tensorrt") -> CalibrationSet:
+                      seed: int = CALIBRATION_SEED, int8_format: str = "tensorrt",
+                      reduce_range: str = "auto") -> CalibrationSet:
     """`--calibration DATASET[:ROOT]` (default synthetic), e.g. `synthetic`, `middlebury:data/middlebury`."""
     dataset, _, root = (value or "synthetic").partition(":")
-    calibration = CalibrationSet(dataset, root or None, None, int(pairs), int(seed), method, int8_format)
+    calibration = CalibrationSet(dataset, root or None, None, int(pairs), int(seed), method, int8_format,
+                                 reduce_range)
     calibration.validate()
     return calibration
 
@@ -153,7 +173,7 @@ def modelopt_available() -> bool:
 
 # --------------------------------------------------------------------------------------------- rewrites
 def apply_plan(model: onnx.ModelProto, plan: PrecisionPlan, pairs: Sequence[Pair] | None = None,
-               method: str = "minmax", int8_format: str = "tensorrt") -> onnx.ModelProto:
+               method: str = "minmax", int8_format: str = "tensorrt", weights_7bit: bool = False) -> onnx.ModelProto:
     """The FP32 flow graph rewritten by `plan`: INT8 groups with Q/DQ (calibrated on `pairs`), FP16 groups cast.
 
     Returns a new model; `model` is not changed. INT8 needs calibration `pairs`.
@@ -162,12 +182,13 @@ def apply_plan(model: onnx.ModelProto, plan: PrecisionPlan, pairs: Sequence[Pair
     if "int8" in plan.precisions() and not pairs:
         raise CalibrationError(f"plan {plan.name}: INT8 groups need calibration pairs, none given")
     feeds = [flow_feeds(a, b) for _, a, b in pairs or ()]
-    return lower_nodes(model, node_precisions(model, plan), feeds, method, plan.to_dict()["groups"], int8_format)
+    return lower_nodes(model, node_precisions(model, plan), feeds, method, plan.to_dict()["groups"], int8_format,
+                       weights_7bit)
 
 
 def lower_nodes(model: onnx.ModelProto, precisions: Mapping[str, str], feeds: Sequence[Mapping[str, np.ndarray]],
                 method: str = "minmax", plan_groups: Mapping[str, str] | None = None,
-                int8_format: str = "tensorrt") -> onnx.ModelProto:
+                int8_format: str = "tensorrt", weights_7bit: bool = False) -> onnx.ModelProto:
     """`model` with the nodes `precisions` names as "int8" quantized (Q/DQ, calibrated on `feeds`, one dict of
     graph inputs each) and those named "fp16" cast; every other node stays FP32. The graph's metadata records
     `plan_groups`. Any FP32 graph works (whole flow models, latency-table key graphs); returns a new model."""
@@ -178,7 +199,7 @@ def lower_nodes(model: onnx.ModelProto, precisions: Mapping[str, str], feeds: Se
     if "int8" in wanted:
         if not feeds:
             raise CalibrationError("INT8 nodes need calibration inputs, none given")
-        result = quantize_int8(result, precisions, feeds, method, int8_format)
+        result = quantize_int8(result, precisions, feeds, method, int8_format, weights_7bit)
     if "fp16" in wanted:
         result = convert_fp16(result, precisions)
     out = onnx.ModelProto()
@@ -196,9 +217,9 @@ def check_plan_writable(plan: PrecisionPlan) -> None:
 
 
 def quantize_int8(model: onnx.ModelProto, precisions: Mapping[str, str], feeds: Sequence[Mapping[str, np.ndarray]],
-                  method: str = "minmax", int8_format: str = "tensorrt") -> onnx.ModelProto:
+                  method: str = "minmax", int8_format: str = "tensorrt", weights_7bit: bool = False) -> onnx.ModelProto:
     """INT8 Q/DQ on the Convs `precisions` marks "int8" (ONNX Runtime static quantization), written for
-    `int8_format`'s runtime (INT8_FORMATS)."""
+    `int8_format`'s runtime (INT8_FORMATS); `weights_7bit`: weights in [-64, 63] (see REDUCE_RANGE)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     if method not in CALIBRATION_METHODS:
@@ -227,7 +248,7 @@ def quantize_int8(model: onnx.ModelProto, precisions: Mapping[str, str], feeds: 
             options["OpTypesToExcludeOutputQuantization"] = list(QUANTIZED_OPS)
         with contextlib.redirect_stdout(io.StringIO()):  # ONNX Runtime prints histogram progress; we stay quiet
             quantize_static(str(pre), str(out), calibration_reader(feeds), quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
+                            op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True, reduce_range=weights_7bit,
                             activation_type=QuantType.QUInt8 if for_ort else QuantType.QInt8,
                             weight_type=QuantType.QInt8,
                             nodes_to_exclude=exclude, calibrate_method=calibrate, extra_options=options)

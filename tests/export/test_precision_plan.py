@@ -348,3 +348,36 @@ def test_cli_refuses_unwritable_requests_before_loading_the_model(tmp_path: Path
     code = cli.main(["export", "onnx", "--weights", str(tmp_path / "missing.pt"), "--resolution", "128x128",
                      "--out", str(tmp_path / "x.onnx"), *extra])
     assert code != 0 and expected in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+def _conv_weight_codes(model: onnx.ModelProto) -> np.ndarray:
+    """Every quantized conv weight code (the int8 initializers that DequantizeLinear nodes read), concatenated."""
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    codes = [inits[n.input[0]].ravel() for n in model.graph.node
+             if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].dtype == np.int8]
+    return np.concatenate(codes)
+
+
+def test_7bit_weights_stay_within_64_and_8bit_weights_use_the_full_range(fp32_graph, calib) -> None:
+    """Per-channel symmetric weights: each channel's largest weight maps to the end of the range, [-127, 127], or
+    [-64, 64] with reduce_range (onnxruntime.quantization's symmetric 7-bit range), so the extremes are hit."""
+    full = _conv_weight_codes(apply_plan(fp32_graph, PrecisionPlan.uniform("int8"), calib, int8_format="ort-cpu"))
+    seven = _conv_weight_codes(apply_plan(fp32_graph, PrecisionPlan.uniform("int8"), calib, int8_format="ort-cpu",
+                                          weights_7bit=True))
+    assert full.size == seven.size > 0
+    assert np.abs(full).max() == 127 and np.abs(seven).max() == 64
+
+
+@pytest.mark.parametrize("setting, int8_format, dot_product, expected", [
+    ("auto", "ort-cpu", False, True), ("auto", "ort-cpu", True, False), ("auto", "tensorrt", False, False),
+    ("on", "tensorrt", True, True), ("off", "ort-cpu", False, False)])
+def test_reduce_range_auto_applies_only_to_ort_cpu_int8_on_cpus_without_dot_products(
+        monkeypatch, setting, int8_format, dot_product, expected) -> None:
+    import flownas.provenance
+
+    monkeypatch.setattr(flownas.provenance, "cpu_features", lambda cpuinfo=None: ("avx512_vnni",) if dot_product
+                        else ("avx2",))
+    calibration = parse_calibration(None, 2, int8_format=int8_format, reduce_range=setting)
+    assert calibration.weights_7bit() is expected and calibration.to_dict()["weights_7bit"] is expected
+    with pytest.raises(CalibrationError, match="--reduce-range 'maybe' is not one of auto, on, off"):
+        parse_calibration(None, 2, reduce_range="maybe")
