@@ -45,9 +45,9 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 INT8_FORMATS = ("tensorrt", "ort-cpu")
 # 7-bit weights (onnxruntime's `reduce_range`). On x86 without VNNI, ONNX Runtime's u8s8 convolutions multiply
 # pairs with vpmaddubsw, whose int16 sums saturate for 8-bit weights: on an AVX2 EPYC an untrained RAFT's INT8
-# flow moved 1.14-1.19 px from FP32 with 8-bit weights and 0.33-0.45 px with 7-bit ones (384x512, 12 iterations,
-# 2 synthetic pairs); fused and unfused runs of the same 8-bit graph differed by 1.07 px, of the 7-bit graph by
-# 0.12 px. "auto" turns it on for the ort-cpu format when the exporting CPU lacks integer dot products.
+# flow moved 1.14-1.19 px from FP32 with 8-bit weights and 0.33-0.45 px with 7-bit ones, raft-k's 0.086-0.087 and
+# 0.050-0.061 px (384x512, 12 iterations, 2 synthetic pairs); fused and unfused runs of the same 8-bit RAFT graph
+# differed by 1.07 px, of the 7-bit graph by 0.12 px. "auto" turns it on for the ort-cpu format when the exporting CPU lacks integer dot products.
 REDUCE_RANGE = ("auto", "on", "off")
 DEFAULT_CALIBRATION_PAIRS = 8
 CALIBRATION_SEED = 0
