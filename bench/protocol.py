@@ -118,8 +118,9 @@ def environment() -> dict[str, Any]:
 @functools.lru_cache(maxsize=1)
 def _machine() -> dict[str, Any]:
     """What does not change within a process (read once: a latency table times hundreds of graphs in one run)."""
-    return {"cpu": cpu_model(), "cpu_isa": " ".join(cpu_features()), "os": platform.platform(), "python": platform.python_version(),
-            "host": platform.node(), "versions": {lib: v for lib in LIBRARIES if (v := library_version(lib))},
+    return {"cpu": cpu_model(), "cpu_isa": " ".join(cpu_features()), "os": platform.platform(),
+            "python": platform.python_version(), "host": platform.node(),
+            "versions": {lib: v for lib in LIBRARIES if (v := library_version(lib))},
             "gpu": _gpu_name()}
 
 

@@ -47,7 +47,8 @@ INT8_FORMATS = ("tensorrt", "ort-cpu")
 # pairs with vpmaddubsw, whose int16 sums saturate for 8-bit weights: on an AVX2 EPYC an untrained RAFT's INT8
 # flow moved 1.14-1.19 px from FP32 with 8-bit weights and 0.33-0.45 px with 7-bit ones, raft-k's 0.086-0.087 and
 # 0.050-0.061 px (384x512, 12 iterations, 2 synthetic pairs); fused and unfused runs of the same 8-bit RAFT graph
-# differed by 1.07 px, of the 7-bit graph by 0.12 px. "auto" turns it on for the ort-cpu format when the exporting CPU lacks integer dot products.
+# differed by 1.07 px, of the 7-bit graph by 0.12 px. "auto" turns it on for the ort-cpu format when the exporting
+# CPU lacks integer dot products.
 REDUCE_RANGE = ("auto", "on", "off")
 DEFAULT_CALIBRATION_PAIRS = 8
 CALIBRATION_SEED = 0
@@ -219,7 +220,7 @@ def check_plan_writable(plan: PrecisionPlan) -> None:
 def quantize_int8(model: onnx.ModelProto, precisions: Mapping[str, str], feeds: Sequence[Mapping[str, np.ndarray]],
                   method: str = "minmax", int8_format: str = "tensorrt", weights_7bit: bool = False) -> onnx.ModelProto:
     """INT8 Q/DQ on the Convs `precisions` marks "int8" (ONNX Runtime static quantization), written for
-    `int8_format`'s runtime (INT8_FORMATS); `weights_7bit`: weights in [-64, 63] (see REDUCE_RANGE)."""
+    `int8_format`'s runtime (INT8_FORMATS); `weights_7bit`: weights in [-64, 64] (see REDUCE_RANGE)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     if method not in CALIBRATION_METHODS:

@@ -501,7 +501,8 @@ def evolve(space: SearchSpace, latency_fn: LatencyFn, error_fn: ErrorFn, config:
     from tqdm import tqdm
 
     start = run.state.generation
-    bar = tqdm(total=max(config.generations - start, 0), initial=0, desc="search", unit="gen", disable=bar_disabled(progress))
+    bar = tqdm(total=max(config.generations - start, 0), initial=0, desc="search", unit="gen",
+               disable=bar_disabled(progress))
     try:
         while run.state.generation < config.generations:
             run.step()
