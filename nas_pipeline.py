@@ -91,7 +91,7 @@ def _quiet(_: str) -> None:
 
 def _stage_table(cfg: PipelineConfig, out: Path, log: Log) -> tuple[str, str]:
     """(table folder, where it came from)."""
-    from flownas.provenance import cpu_features, cpu_model
+    from flownas.provenance import cpu_isa, cpu_model
 
     if cfg.table:
         return cfg.table, "given"
@@ -99,7 +99,7 @@ def _stage_table(cfg: PipelineConfig, out: Path, log: Log) -> tuple[str, str]:
     shipped = SHIPPED_TABLES / f"{cfg.backend}-{height}x{width}"
     if (shipped / "table.json").is_file():
         manifest = json.loads((shipped / "table.json").read_text())
-        isa = " ".join(cpu_features())
+        isa = cpu_isa()
         # One marketing name ("Intel Xeon Processor", "AMD EPYC") covers CPUs of different generations: where the
         # table names its ISA, that must match too (tables from before `cpu_isa` are judged by name).
         if (manifest.get("device") == cpu_model() and manifest.get("threads") == cfg.threads

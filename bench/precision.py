@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from flownas.fileio import atomic_write_text, save_figure
-from flownas.provenance import cpu_features, cpu_int8_note, cpu_model, provenance
+from flownas.provenance import cpu_int8_note, cpu_isa, cpu_model, provenance
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = REPO / "bench" / "results" / "precision"
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {note}")
         records = [measure_model(name, weights, arch, out, args.threads, print)
                    for name, weights, arch in MODELS if name in args.models.split(",")]
-        meta = {"cpu": cpu_model(), "cpu_isa": " ".join(cpu_features()), "date": provenance("x")["created"][:10],
+        meta = {"cpu": cpu_model(), "cpu_isa": cpu_isa(), "date": provenance("x")["created"][:10],
                 "threads": args.threads, "onnxruntime": onnxruntime.__version__}
     text = markdown(records, meta)
     print(text)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from export.runners import Feeds, Runner
-from flownas.provenance import cpu_features, cpu_model, library_version
+from flownas.provenance import cpu_isa, cpu_model, library_version
 
 from .cost import MemorySampler
 from .runners import BenchError
@@ -118,7 +118,7 @@ def environment() -> dict[str, Any]:
 @functools.lru_cache(maxsize=1)
 def _machine() -> dict[str, Any]:
     """What does not change within a process (read once: a latency table times hundreds of graphs in one run)."""
-    return {"cpu": cpu_model(), "cpu_isa": " ".join(cpu_features()), "os": platform.platform(),
+    return {"cpu": cpu_model(), "cpu_isa": cpu_isa(), "os": platform.platform(),
             "python": platform.python_version(), "host": platform.node(),
             "versions": {lib: v for lib in LIBRARIES if (v := library_version(lib))},
             "gpu": _gpu_name()}

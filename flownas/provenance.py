@@ -87,6 +87,11 @@ def cpu_features(cpuinfo: str | None = None) -> tuple[str, ...]:
     return tuple(flag for flag in ISA_FLAGS if flag in flags)
 
 
+def cpu_isa() -> str:
+    """The provenance field `cpu_isa`: this CPU's ISA_FLAGS, space-separated ("avx2 fma f16c")."""
+    return " ".join(cpu_features())
+
+
 def has_int8_dot_product(features: Sequence[str] | None = None) -> bool:
     """Whether the CPU has integer dot-product instructions (VNNI, AMX-INT8, ARM dotprod/i8mm)."""
     return any(flag in INT8_DOT_PRODUCT for flag in (cpu_features() if features is None else features))
@@ -128,7 +133,7 @@ def provenance(kind: str, *, arch_id: str | None = None, resolution: Sequence[in
         "kind": kind, "arch_id": arch_id,
         "resolution": [int(v) for v in resolution] if resolution is not None else None,
         "iters": int(iters) if iters is not None else None, "precision": precision, "backend": backend,
-        "device": device or cpu_model(), "cpu_isa": " ".join(cpu_features()), "versions": library_versions(),
+        "device": device or cpu_model(), "cpu_isa": cpu_isa(), "versions": library_versions(),
         "toolkit_version": __version__,
         "python": platform.python_version(), "host": platform.node(),
         "command": command if command is not None else command_line(), "created": utc_now(),
